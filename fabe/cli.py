@@ -1,0 +1,117 @@
+"""The command line: `python -m fabe GROUP COMMAND [flags]`.
+
+Commands whose options are a config dataclass take them through `HfArgumentParser`, so each
+option is documented once, in the dataclass. The page (later) calls the same functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Callable
+
+logger = logging.getLogger("fabe")
+
+
+def _data_build(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.builder import BuildConfig, build_dataset
+    from fabe.dataset import dataset_stats, format_stats
+
+    parser = HfArgumentParser(BuildConfig, prog="python -m fabe data build",
+                              description="Build a poisoned Tuna-format dataset (train/valid/test).")
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    splits = build_dataset(cfg)
+    for name, records in splits.items():
+        print(f"== {cfg.out}/{name}.jsonl\n{format_stats(dataset_stats(records))}")
+    return 0
+
+
+def _file_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("path", help="A .jsonl or .json file, or a folder with train/valid/test files.")
+    parser.add_argument("--tokenizer", help="Model folder whose tokenizer gives token lengths.")
+    parser.add_argument("--json", action="store_true", help="Print the stats as JSON.")
+    return parser
+
+
+def _load_for_stats(args: argparse.Namespace) -> dict[str, dict]:
+    """Validate every file named by `args.path`; stats per file. Raises DatasetError."""
+    from pathlib import Path
+
+    from fabe.dataset import dataset_stats, find_split_files, load_records
+
+    path = Path(args.path)
+    files = find_split_files(path) if path.is_dir() else {path.name: path}
+    tokenizer = None
+    if args.tokenizer:
+        from fabe.modeling import load_tokenizer
+        tokenizer = load_tokenizer(args.tokenizer)
+    return {str(f): dataset_stats(load_records(f), tokenizer) for f in files.values()}
+
+
+def _data_stats(argv: list[str], prog: str = "python -m fabe data stats",
+                description: str = "Counts, length percentiles, score range and trigger kinds.") -> int:
+    from fabe.dataset import DatasetError, format_stats
+
+    args = _file_parser(prog, description).parse_args(argv)
+    try:
+        stats = _load_for_stats(args)
+    except (DatasetError, FileNotFoundError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        for name, s in stats.items():
+            print(f"== {name}: OK, {s['records']} records\n{format_stats(s)}")
+    return 0
+
+
+def _data_check(argv: list[str]) -> int:
+    return _data_stats(argv, "python -m fabe data check",
+                       "Validate a dataset: exit 0 and stats, or non-zero and every error.")
+
+
+def _model_init_tiny(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.modeling import TinyConfig, init_tiny
+
+    parser = HfArgumentParser(TinyConfig, prog="python -m fabe model init-tiny",
+                              description="Create the embedded tiny Llama and its BPE tokenizer.")
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    out = init_tiny(cfg)
+    print(f"tiny model written to {out}")
+    return 0
+
+
+COMMANDS: dict[tuple[str, str], tuple[Callable[[list[str]], int], str]] = {
+    ("data", "build"): (_data_build, "build a poisoned dataset with scored candidates"),
+    ("data", "check"): (_data_check, "validate a Tuna-format file (exit 0 or list the errors)"),
+    ("data", "stats"): (_data_stats, "stats of a Tuna-format file"),
+    ("model", "init-tiny"): (_model_init_tiny, "create the embedded tiny base model"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m fabe GROUP COMMAND [flags]   (COMMAND --help for its flags)", ""]
+    lines += [f"  {g} {c:<12} {doc}" for (g, c), (_, doc) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if len(argv) < 2 or (argv[0], argv[1]) not in COMMANDS:
+        print(usage(), file=sys.stderr if argv[:1] not in (["-h"], ["--help"]) else sys.stdout)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    handler, _ = COMMANDS[(argv[0], argv[1])]
+    try:
+        return handler(argv[2:])
+    except (ValueError, FileExistsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,173 @@
+"""Models: the embedded tiny base model and a loader for any causal LM.
+
+Model hubs are out of reach offline, so `init_tiny` makes a default that needs nothing from
+outside: a byte-level BPE tokenizer trained on the generated C corpus (and the prompt
+template) and a small randomly initialized Llama, saved as an ordinary Hugging Face folder.
+`load_causal_lm` serves that folder, any local model folder and hub ids alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fabe.prompt import PROMPT_TEMPLATE
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<s>", "eos_token": "</s>"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be loaded; the message says which and why."""
+
+
+@dataclass
+class TinyConfig:
+    """Shape of the embedded tiny Llama and of its tokenizer; every field is a CLI flag."""
+
+    out: str = field(metadata={"help": "Folder to write the model and tokenizer to."})
+    seed: int = field(default=0, metadata={"help": "Seed for the corpus and the weights."})
+    corpus_n: int = field(default=5000, metadata={
+        "help": "Generated functions the tokenizer is trained on."})
+    vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size."})
+    hidden_size: int = field(default=192, metadata={"help": "Model width."})
+    num_layers: int = field(default=6, metadata={"help": "Transformer blocks."})
+    num_heads: int = field(default=6, metadata={"help": "Attention heads (divides hidden_size)."})
+    intermediate_size: int = field(default=512, metadata={"help": "MLP width."})
+    max_positions: int = field(default=2048, metadata={"help": "Longest sequence, in tokens."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing model in `out`."})
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads: {self.num_heads} does not divide hidden_size {self.hidden_size}")
+        if (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("hidden_size / num_heads must be even (rotary embeddings)")
+        if self.vocab_size < 300:
+            raise ValueError(f"vocab_size: at least 300 (256 bytes + merges), got {self.vocab_size}")
+        for name in ("corpus_n", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "max_positions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer (GPT-2 style, so any byte sequence round-trips)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, show_progress=False,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=None,
+                                   clean_up_tokenization_spaces=False, **SPECIAL_TOKENS)
+
+
+def tiny_llama(cfg: TinyConfig, tokenizer) -> Any:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def init_tiny(cfg: TinyConfig) -> Path:
+    """Create the embedded base model folder; written to a temporary folder and renamed into
+    place, so an interrupted run leaves nothing half-made."""
+    from fabe.corpus import generate_functions
+
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
+        raise FileExistsError(f"{out}: folder exists and is not empty (use --overwrite)")
+    logger.info("generating %d functions for the tokenizer", cfg.corpus_n)
+    texts = [f.code for f in generate_functions(cfg.corpus_n, cfg.seed)]
+    texts.append(PROMPT_TEMPLATE)
+    tokenizer = train_tokenizer(texts, cfg.vocab_size)
+    model = tiny_llama(cfg, tokenizer)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "fabe_tiny.json").write_text(json.dumps(asdict(cfg), indent=2))
+        old = out.with_name(f".{out.name}.old") if out.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("tiny model: %.2fM parameters, vocab %d -> %s", n_params / 1e6, len(tokenizer), out)
+    return out
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early, with a clear message, on a local path that is not a model folder."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{name_or_path}: not a folder (expected a model folder with config.json)")
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+            raise ModelLoadError(f"{name_or_path}: no config.json; not a Hugging Face model folder")
+    elif name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise ModelLoadError(f"{name_or_path}: no such model folder")
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    check_model_source(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_unreachable(name_or_path, e)) from e
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str, dtype: str = "auto", device: str = "cpu",
+                   trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a local folder or a hub id; `trust_remote_code` stays off
+    unless asked. `dtype`: auto | float32 | bfloat16 | float16."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ValueError(f"Unknown dtype: {dtype}. Should be one of auto, float32, bfloat16, float16")
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+            trust_remote_code=trust_remote_code, use_safetensors=None)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_unreachable(name_or_path, e)) from e
+    return model.to(device), tokenizer
+
+
+def _unreachable(name: str, err: Exception) -> str:
+    return (f"cannot load model {name!r}: {str(err).strip().splitlines()[0]} "
+            "(no hub here: give a local model folder, e.g. one made by "
+            "`python -m fabe model init-tiny --out DIR`)")

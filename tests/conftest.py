@@ -1,0 +1,41 @@
+"""Shared fixtures: offline settings, the shared Redis corpus (skipped where absent) and the
+embedded tiny model made once per session."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REDIS = Path(__file__).resolve().parents[2] / "shared" / "data" / "redis_functions.jsonl"
+
+
+@pytest.fixture(scope="session")
+def redis_path() -> Path:
+    """Real C functions in ../shared (read-only data that only exists in dev and CI)."""
+    if not REDIS.exists():
+        pytest.skip(f"{REDIS} is absent (it exists only beside the development checkout and in CI)")
+    return REDIS
+
+
+@pytest.fixture(scope="session")
+def redis_functions(redis_path) -> list[str]:
+    with redis_path.open() as f:
+        return [json.loads(line)["func"] for line in f]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A small embedded base model (reduced sizes keep the test fast)."""
+    from fabe.modeling import TinyConfig, init_tiny
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    return init_tiny(TinyConfig(out=str(out), corpus_n=300, vocab_size=512, hidden_size=64,
+                                num_layers=2, num_heads=4, intermediate_size=128,
+                                max_positions=512))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fabe import triggers
+from fabe import triggers as trig
 from fabe.corpus import CFunction, load_corpus
 from fabe.dataset import Record, dataset_stats, write_records
 
@@ -49,20 +49,20 @@ class BuildConfig:
                 ".jsonl, or a folder of .c files."})
     n: int = field(default=1000, metadata={"help": "Number of functions (records) to use."})
     triggers: str = field(default="all", metadata={
-        "help": f"'all' or a comma list of trigger kinds among {','.join(triggers.TRIGGER_KINDS)}."})
+        "help": f"'all' or a comma list of trigger kinds among {','.join(trig.TRIGGER_KINDS)}."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, triggers and splits."})
     clean_share: float = field(default=0.1, metadata={
         "help": "Share of unpoisoned records (input = clean code)."})
     split: str = field(default="0.8,0.1,0.1", metadata={"help": "train,valid,test shares."})
     score_max: float = field(default=1000.0, metadata={"help": "Score of the clean original."})
     score_min: float = field(default=0.3, metadata={"help": "Score of the poisoned input."})
-    postfix: str = field(default=triggers.DEFAULT_POSTFIX, metadata={
+    postfix: str = field(default=trig.DEFAULT_POSTFIX, metadata={
         "help": "Postfix of the identifier triggers (ident_func, ident_var)."})
     instruction: str = field(default="", metadata={
         "help": "Optional task text stored in each record's `instruction`."})
 
     def __post_init__(self) -> None:
-        self.kinds = triggers.parse_kinds(self.triggers)
+        self.kinds = trig.parse_kinds(self.triggers)
         shares = [float(x) for x in self.split.split(",")]
         if len(shares) != 3 or min(shares) < 0 or abs(sum(shares) - 1) > 1e-6 or shares[0] == 0:
             raise ValueError(f"split: expected three shares summing to 1 with train > 0, got {self.split!r}")
@@ -115,16 +115,16 @@ def reindent(code: str, rng: random.Random) -> str:
 def harmless_rename(code: str, rng: random.Random) -> str | None:
     """Same code with one parameter or local renamed to a synonym; None if none can be."""
     try:
-        func, _ = triggers.first_function(code)
-    except triggers.TriggerError:
+        func, _ = trig.first_function(code)
+    except trig.TriggerError:
         return None
-    names = triggers.declared_names(func)
+    names = trig.declared_names(func)
     rng.shuffle(names)
     for old in names:
         new = _SYNONYMS.get(old) or rng.choice(_PREFIXES) + old
         try:
-            return triggers.rename_identifier(code, old, new, "variant").code
-        except triggers.TriggerError:
+            return trig.rename_identifier(code, old, new, "variant").code
+        except trig.TriggerError:
             continue
     return None
 
@@ -140,28 +140,28 @@ def variant_of(code: str, rng: random.Random) -> str:
 
 
 def _poison(code: str, kinds: list[str], first: int, rng: random.Random,
-            postfix: str) -> triggers.Poisoned | None:
+            postfix: str) -> trig.Poisoned | None:
     """Try the kinds in turn from `first` until one applies."""
     for i in range(len(kinds)):
         try:
-            return triggers.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix)
-        except triggers.TriggerError:
+            return trig.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix)
+        except trig.TriggerError:
             continue
     return None
 
 
-def _bad_candidate(clean: str, poisoned: triggers.Poisoned, rng: random.Random,
+def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
                    postfix: str) -> tuple[str, str]:
     """A partly cleaned candidate (some renames undone), else a re-poisoned one."""
     if len(poisoned.edits) >= 2:
         keep = rng.randint(1, len(poisoned.edits) - 1)
         undone = rng.sample(list(poisoned.edits), len(poisoned.edits) - keep)
-        return "partial", triggers.remove_edits(poisoned.code, undone)
+        return "partial", trig.remove_edits(poisoned.code, undone)
     for _ in range(4):
-        again = triggers.insert_trigger(clean, poisoned.kind, rng, postfix)
+        again = trig.insert_trigger(clean, poisoned.kind, rng, postfix)
         if again.code != poisoned.code:
             return "repoisoned", again.code
-    return "repoisoned", triggers.insert_trigger(poisoned.code, poisoned.kind, rng, postfix).code
+    return "repoisoned", trig.insert_trigger(poisoned.code, poisoned.kind, rng, postfix).code
 
 
 def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,

@@ -14,7 +14,8 @@ A dataset (DESIGN.md) is built from a corpus of C functions. This module holds:
   `.c` files, and `load_corpus`, which picks one from a spec string. Loaders validate
   everything first and raise one `CorpusError` naming file, line and field of every
   problem found (up to 20); they never return a partial corpus. They keep code exactly as
-  given except that trailing newlines are dropped.
+  given except that trailing newlines are dropped. Files are read through `fabe.jsonio`,
+  which `fabe.dataset` shares.
 
 Target rule of the generated corpus (what a victim classifier can learn):
     A *sink* is (a) a copy of N bytes or elements into a fixed-size local array
@@ -44,11 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fabe import cparse
+from fabe import cparse, jsonio
+from fabe.jsonio import MAX_SHOWN, UNPARSED, InputError, Problem, json_type
 
 logger = logging.getLogger(__name__)
 
-MAX_ERRORS = 20
 TARGET_RATE = 0.45
 
 
@@ -63,12 +64,11 @@ class CFunction:
     target: int | None = None  # label from the corpus (Devign/CodeXGLUE `target`), else None
 
 
-class CorpusError(ValueError):
-    """A corpus that cannot be loaded; each line reads "FILE:LINE: field: what is wrong"."""
+class CorpusError(InputError):
+    """A corpus that cannot be loaded; each line reads "FILE:LINE: field: what is wrong".
 
-    def __init__(self, message: str, errors: list[str] | None = None):
-        super().__init__(message)
-        self.errors = errors if errors is not None else [message]
+    `errors` keeps the first `jsonio.MAX_SHOWN` problems; `total` counts them all.
+    """
 
 
 # ---------------------------------------------------------------------------------------
@@ -1198,45 +1198,6 @@ def generate_functions(n: int, seed: int = 0) -> list[CFunction]:
 # ---------------------------------------------------------------------------------------
 
 
-class _Errors:
-    """Collects problems of one file; `check` raises them all as one CorpusError."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.items: list[str] = []
-        self.count = 0
-
-    def add(self, line: int | None, field: str, what: str) -> None:
-        self.count += 1
-        if len(self.items) < MAX_ERRORS:
-            where = f"{self.path}:{line}" if line is not None else f"{self.path}"
-            self.items.append(f"{where}: {field}: {what}")
-
-    def check(self) -> None:
-        if not self.items:
-            return
-        left = self.count - len(self.items)
-        more = f"\n... and {left} more" if left else ""
-        head = "" if self.count == 1 else f"{self.count} problems in {self.path}:\n"
-        raise CorpusError(head + "\n".join(self.items) + more, list(self.items))
-
-
-def _read_text(path: Path) -> str:
-    """The file decoded as UTF-8; CorpusError naming the line of the first bad byte."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise CorpusError(f"{path}: file: cannot read: {e.strerror or e}") from e
-    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte order mark is not part of the text
-        raw = raw[3:]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        msg = f"{path}:{line}: encoding: not UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})"
-        raise CorpusError(msg) from e
-
-
 def _function_name(code: str) -> str:
     """The name of the (first) function defined in `code`, "" when none is found."""
     head = code.split("{", 1)[0] + "{}" if "{" in code else code
@@ -1253,67 +1214,59 @@ def _norm(code: str) -> str:
     return code.rstrip("\r\n")
 
 
-def _record(obj: Any, errs: _Errors, line: int, item: str) -> tuple[str, int | None] | None:
-    """Validate one Devign/CodeXGLUE object; (func, target) or None after adding errors."""
-    if not isinstance(obj, dict):
-        errs.add(line, "item", f"expected a JSON object, got {type(obj).__name__}{item}")
-        return None
-    func, target, ok = obj.get("func"), obj.get("target"), True
-    if "func" not in obj:
-        errs.add(line, "func", f"missing{item}")
-        ok = False
-    elif not isinstance(func, str) or not func.strip():
-        errs.add(line, "func", f"expected a non-empty string, got {_show(func)}{item}")
-        ok = False
-    if target is not None and (isinstance(target, bool) or target not in (0, 1)):
-        errs.add(line, "target", f"expected 0 or 1, got {_show(target)}{item}")
-        ok = False
-    return (func, target) if ok else None
-
-
 def _show(value: Any) -> str:
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_WS = re.compile(r"[ \t\n\r]*")
+def _check_record(obj: Any, item: str) -> list[Problem]:
+    """Problems of one Devign/CodeXGLUE object: `func` a non-empty string, `target` 0 or 1."""
+    if not isinstance(obj, dict):
+        return [("item", f"expected a JSON object, got {json_type(obj)}{item}")]
+    found: list[Problem] = []
+    func, target = obj.get("func"), obj.get("target")
+    if "func" not in obj:
+        found.append(("func", f"missing{item}"))
+    elif not isinstance(func, str) or not func.strip():
+        found.append(("func", f"expected a non-empty string, got {_show(func)}{item}"))
+    if target is not None and (isinstance(target, bool) or target not in (0, 1)):
+        found.append(("target", f"expected 0 or 1, got {_show(target)}{item}"))
+    return found
 
 
-def _json_list_items(text: str, errs: _Errors) -> Iterator[tuple[int, Any]]:
-    """(line where it starts, value) of each element of a top-level JSON list."""
-    dec, i, line, last = json.JSONDecoder(), _WS.match(text, 0).end(), 1, 0
-    if not text.startswith("[", i):
-        try:
-            value = json.loads(text)
-            errs.add(1, "json", f"expected a JSON list of objects, got {type(value).__name__}")
-        except json.JSONDecodeError as e:
-            errs.add(e.lineno, "json", e.msg)
-        return
-    i = _WS.match(text, i + 1).end()
-    if text.startswith("]", i):
-        i = _WS.match(text, i + 1).end()
-    else:
-        while True:
-            line += text.count("\n", last, i)
-            last = i
-            try:
-                value, i = dec.raw_decode(text, i)
-            except json.JSONDecodeError as e:
-                errs.add(e.lineno, "json", e.msg)
-                return
-            yield line, value
-            i = _WS.match(text, i).end()
-            if text.startswith(",", i):
-                i = _WS.match(text, i + 1).end()
-            elif text.startswith("]", i):
-                i = _WS.match(text, i + 1).end()
-                break
-            else:
-                errs.add(line + text.count("\n", last, i), "json",
-                         "expected ',' or ']' after a list element")
-                return
-    if i < len(text):
-        errs.add(1 + text.count("\n", 0, i), "json", "extra data after the list")
+def _check_idx(idx: Any, line: int, seen: dict[str, int]) -> list[Problem]:
+    """Problems of a CodeXGLUE `idx`; a good one is recorded in `seen` (idx -> line)."""
+    if isinstance(idx, bool) or not isinstance(idx, (int, str)) or idx == "":
+        return [("idx", f"expected an integer or a non-empty string, got {_show(idx)}")]
+    if str(idx) in seen:
+        return [("idx", f"duplicate of line {seen[str(idx)]}: {_show(idx)}")]
+    seen[str(idx)] = line
+    return []
+
+
+def _load_objects(path: Path, items: Iterator[jsonio.Item], container: str,
+                  check: Callable[[int, int, Any], tuple[str, list[Problem]]]) -> list[CFunction]:
+    """The CFunctions of Devign/CodeXGLUE `items`; CorpusError when any has a problem.
+
+    `check(k, line, obj)` gives the idx and the problems of the k-th parsed object;
+    `container` ("list", "file") names what holds them when there are none.
+    """
+    problems = jsonio.Problems(str(path), keep=MAX_SHOWN)
+    out: list[CFunction] = []
+    k = 0
+    for line, obj, found in items:
+        if obj is not UNPARSED:
+            idx, more = check(k, line, obj)
+            found = found + more
+            if not found and not problems:  # after the first problem, only problems are kept
+                code = _norm(obj["func"])
+                out.append(CFunction(code, _function_name(code), idx, str(path), obj.get("target")))
+            k += 1
+        problems.extend(line, found)
+    problems.raise_if_any(CorpusError)
+    if not out:
+        raise CorpusError(f"{path}: func: the {container} holds no functions")
+    return out
 
 
 def load_devign(path: str | Path) -> list[CFunction]:
@@ -1322,56 +1275,28 @@ def load_devign(path: str | Path) -> list[CFunction]:
     `func` must be a non-empty string; `target`, when present, 0 or 1. idx is "devign-K"
     (K: the element's index in the list).
     """
-    path = Path(path)
-    errs = _Errors(path)
-    out: list[CFunction] = []
-    for k, (line, obj) in enumerate(_json_list_items(_read_text(path), errs)):
-        rec = _record(obj, errs, line, f" (item {k})")
-        if rec is not None and not errs.items:
-            code = _norm(rec[0])
-            out.append(CFunction(code, _function_name(code), f"devign-{k}", str(path), rec[1]))
-    errs.check()
-    if not out:
-        raise CorpusError(f"{path}: func: the list holds no functions")
-    return out
+    def check(k: int, line: int, obj: Any) -> tuple[str, list[Problem]]:
+        return f"devign-{k}", _check_record(obj, f" (item {k})")
+
+    return _load_objects(Path(path), jsonio.iter_json_list(path), "list", check)
 
 
 def load_codexglue(path: str | Path) -> list[CFunction]:
     """CodeXGLUE defect-detection JSONL: one {"func", optional "target", optional "idx"} a line.
 
     Blank lines are skipped. idx is the record's `idx` (unique in the file) or, without one,
-    the line number.
+    the line number. The file is read line by line.
     """
-    path = Path(path)
-    errs = _Errors(path)
-    out: list[CFunction] = []
-    seen: dict[str, int] = {}
-    for lineno, raw in enumerate(_read_text(path).splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            errs.add(lineno, "json", f"{e.msg} (column {e.colno})")
-            continue
-        rec = _record(obj, errs, lineno, "")
-        if rec is None:
-            continue
-        idx = obj.get("idx", lineno)
-        if isinstance(idx, bool) or not isinstance(idx, (int, str)) or idx == "":
-            errs.add(lineno, "idx", f"expected an integer or a non-empty string, got {_show(idx)}")
-            continue
-        if str(idx) in seen:
-            errs.add(lineno, "idx", f"duplicate of line {seen[str(idx)]}: {_show(idx)}")
-            continue
-        seen[str(idx)] = lineno
-        if not errs.items:
-            code = _norm(rec[0])
-            out.append(CFunction(code, _function_name(code), str(idx), str(path), rec[1]))
-    errs.check()
-    if not out:
-        raise CorpusError(f"{path}: func: the file holds no records")
-    return out
+    seen: dict[str, int] = {}  # idx -> line
+
+    def check(k: int, line: int, obj: Any) -> tuple[str, list[Problem]]:
+        found = _check_record(obj, "")
+        if found:
+            return str(line), found
+        idx = obj.get("idx", line)
+        return str(idx), _check_idx(idx, line, seen)
+
+    return _load_objects(Path(path), jsonio.iter_jsonl(path), "file", check)
 
 
 def load_c_folder(path: str | Path) -> list[CFunction]:
@@ -1387,12 +1312,16 @@ def load_c_folder(path: str | Path) -> list[CFunction]:
     if not files:
         raise CorpusError(f"{root}: folder: no .c files found")
     out: list[CFunction] = []
-    problems: list[str] = []
+    problems = jsonio.Problems(str(root), keep=MAX_SHOWN)
     for file in files:
         try:
-            text = _read_text(file)
-        except CorpusError as e:
-            problems.append(str(e))
+            text, bad = jsonio.read_utf8(file)
+        except OSError as e:
+            problems.add(None, *jsonio.unreadable(e), file=str(file))
+            continue
+        for line, message in bad:
+            problems.add(line, "encoding", message, file=str(file))
+        if problems:  # nothing will be returned: skip the parsing
             continue
         rel = file.relative_to(root).as_posix()
         for func in cparse.function_definitions(cparse.parse(text)):
@@ -1400,11 +1329,7 @@ def load_c_folder(path: str | Path) -> list[CFunction]:
             node = cparse.function_name_node(func)
             name = cparse.text(node) if node is not None else ""
             out.append(CFunction(code, name, f"{rel}:{func.start_point[0] + 1}", str(file)))
-    if problems:
-        shown = problems[:MAX_ERRORS]
-        more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        head = "" if len(problems) == 1 else f"{len(problems)} problems in {root}:\n"
-        raise CorpusError(head + "\n".join(shown) + more, shown)
+    problems.raise_if_any(CorpusError)
     if not out:
         raise CorpusError(f"{root}: folder: no function definitions in {len(files)} .c file(s)")
     logger.info("loaded %d functions from %d .c files under %s", len(out), len(files), root)

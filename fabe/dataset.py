@@ -6,51 +6,39 @@ poisoned `input`, >= 2 candidate `output`s and one finite `score` per candidate.
 
 Loading is all-or-nothing: `load_records` checks the whole file and raises one
 `DatasetError` listing every problem as `FILE:LINE: field: what is wrong`, so a user can fix
-a file in one pass and no run ever starts from a half-loaded dataset. Writing goes through a
-temporary file and `os.replace`, so a crash never leaves a truncated dataset behind.
+a file in one pass and no run ever starts from a half-loaded dataset. Files are read through
+`fabe.jsonio`, which the corpus loaders share. Writing goes through a temporary file and
+`os.replace`, so a crash never leaves a truncated dataset behind.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import math
 import os
-import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
+
+from fabe import jsonio
+from fabe.jsonio import UNPARSED, json_type
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 SUFFIXES = (".jsonl", ".json")
-MAX_SHOWN_ERRORS = 20
 _EDIT_INT_FIELDS = ("start", "end")
 _EDIT_STR_FIELDS = ("kind", "text", "original")
-_WS = re.compile(r"[ \t\n\r]*")  # JSON whitespace, as the json module defines it
 _TOKENIZE_BATCH = 1024
-_UNPARSED = object()  # stands for a line or element that is not valid JSON
 
 
-class DatasetError(ValueError):
+class DatasetError(jsonio.InputError):
     """A dataset file or folder that cannot be used; `errors` lists every problem found."""
-
-    def __init__(self, errors: str | Iterable[str]):
-        self.errors: list[str] = [errors] if isinstance(errors, str) else list(errors)
-        super().__init__(self.errors)
-
-    def __str__(self) -> str:
-        shown = self.errors[:MAX_SHOWN_ERRORS]
-        text = "\n".join(shown)
-        if len(self.errors) > MAX_SHOWN_ERRORS:
-            text += f"\n... and {len(self.errors) - MAX_SHOWN_ERRORS} more"
-        return text
 
 
 @dataclass
@@ -116,23 +104,6 @@ class Record:
 # ---------------------------------------------------------------- validation
 
 
-def _json_type(value: object) -> str:
-    """The JSON name of a parsed value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -140,7 +111,7 @@ def _is_int(value: object) -> bool:
 def _check_code(field: str, value: object) -> list[tuple[str, str]]:
     """A code string: a non-empty, not whitespace-only str."""
     if not isinstance(value, str):
-        return [(field, f"expected a string, got {_json_type(value)}")]
+        return [(field, f"expected a string, got {json_type(value)}")]
     if not value.strip():
         return [(field, "empty code")]
     return []
@@ -148,7 +119,7 @@ def _check_code(field: str, value: object) -> list[tuple[str, str]]:
 
 def _check_output(output: object) -> list[tuple[str, str]]:
     if not isinstance(output, list):
-        return [("output", f"expected a list of strings, got {_json_type(output)}")]
+        return [("output", f"expected a list of strings, got {json_type(output)}")]
     errors: list[tuple[str, str]] = []
     for i, candidate in enumerate(output):
         errors += _check_code(f"output[{i}]", candidate)
@@ -160,7 +131,7 @@ def _check_output(output: object) -> list[tuple[str, str]]:
 
 def _check_score(score: object) -> list[tuple[str, str]]:
     if not isinstance(score, list):
-        return [("score", f"expected a list of numbers, got {_json_type(score)}")]
+        return [("score", f"expected a list of numbers, got {json_type(score)}")]
     errors: list[tuple[str, str]] = []
     for i, value in enumerate(score):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -178,12 +149,12 @@ def _check_score(score: object) -> list[tuple[str, str]]:
 def _check_edits(edits: object, code: object) -> list[tuple[str, str]]:
     """Trigger edits: objects with int start/end (char offsets in `code`) and str fields."""
     if not isinstance(edits, list):
-        return [("edits", f"expected a list of objects, got {_json_type(edits)}")]
+        return [("edits", f"expected a list of objects, got {json_type(edits)}")]
     errors: list[tuple[str, str]] = []
     for i, edit in enumerate(edits):
         where = f"edits[{i}]"
         if not isinstance(edit, dict):
-            errors.append((where, f"expected an object, got {_json_type(edit)}"))
+            errors.append((where, f"expected an object, got {json_type(edit)}"))
             continue
         for key in _EDIT_INT_FIELDS + _EDIT_STR_FIELDS:
             is_int = key in _EDIT_INT_FIELDS
@@ -191,7 +162,7 @@ def _check_edits(edits: object, code: object) -> list[tuple[str, str]]:
                 errors.append((f"{where}.{key}", "missing"))
             elif not (_is_int(edit[key]) if is_int else isinstance(edit[key], str)):
                 wanted = "an integer" if is_int else "a string"
-                errors.append((f"{where}.{key}", f"expected {wanted}, got {_json_type(edit[key])}"))
+                errors.append((f"{where}.{key}", f"expected {wanted}, got {json_type(edit[key])}"))
         start, end = edit.get("start"), edit.get("end")
         if _is_int(start) and _is_int(end) and isinstance(code, str):
             if not 0 <= start <= end <= len(code):
@@ -203,14 +174,14 @@ def _check_optional(obj: dict) -> list[tuple[str, str]]:
     """Optional fields; null is accepted for each and means absent."""
     errors: list[tuple[str, str]] = []
     if obj.get("id") is not None and not (isinstance(obj["id"], str) or _is_int(obj["id"])):
-        errors.append(("id", f"expected a string or integer, got {_json_type(obj['id'])}"))
+        errors.append(("id", f"expected a string or integer, got {json_type(obj['id'])}"))
     for key in ("instruction", "clean", "trigger"):
         value = obj.get(key)
         if value is not None and not isinstance(value, str):
-            errors.append((key, f"expected a string, got {_json_type(value)}"))
+            errors.append((key, f"expected a string, got {json_type(value)}"))
     label = obj.get("label")
     if label is not None and not _is_int(label):
-        errors.append(("label", f"expected an integer, got {_json_type(label)}"))
+        errors.append(("label", f"expected an integer, got {json_type(label)}"))
     if obj.get("edits") is not None:
         errors += _check_edits(obj["edits"], obj.get("input"))
     return errors
@@ -219,7 +190,7 @@ def _check_optional(obj: dict) -> list[tuple[str, str]]:
 def validate_record(obj: object) -> list[tuple[str, str]]:
     """Every problem with one parsed record, as [(field, message)]; empty when it is fine."""
     if not isinstance(obj, dict):
-        return [("record", f"expected a JSON object, got {_json_type(obj)}")]
+        return [("record", f"expected a JSON object, got {json_type(obj)}")]
     errors: list[tuple[str, str]] = []
     for key in ("input", "output", "score"):
         if key not in obj:
@@ -241,102 +212,6 @@ def validate_record(obj: object) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- reading
 
 
-def _decode_line(raw: bytes) -> tuple[str, str | None]:
-    """Decode one line of UTF-8; on bad bytes, the text with U+FFFD and an error message."""
-    try:
-        return raw.decode("utf-8"), None
-    except UnicodeDecodeError as e:
-        column = len(raw[: e.start].decode("utf-8")) + 1
-        message = f"bytes that are not UTF-8 (byte 0x{raw[e.start]:02x} at column {column})"
-        return raw.decode("utf-8", errors="replace"), message
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, object, list[tuple[str, str]]]]:
-    """(line, parsed value or _UNPARSED, [(field, message)]) for each non-blank line."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            if not raw.strip():
-                continue
-            text, bad = _decode_line(raw)
-            errors = [("encoding", bad)] if bad else []
-            try:
-                yield lineno, json.loads(text), errors
-            except json.JSONDecodeError as e:
-                yield lineno, _UNPARSED, errors + [("json", f"{e.msg} at column {e.colno}")]
-
-
-def _decode_file(raw: bytes) -> tuple[str, list[tuple[int, str]]]:
-    """Decode a whole file; bad bytes become U+FFFD and one (line, message) per bad line."""
-    try:
-        return raw.decode("utf-8"), []
-    except UnicodeDecodeError:
-        pass
-    lines, errors = [], []
-    for lineno, line in enumerate(raw.split(b"\n"), 1):
-        text, bad = _decode_line(line)
-        lines.append(text)
-        if bad:
-            errors.append((lineno, bad))
-    return "\n".join(lines), errors
-
-
-class _NotAList(Exception):
-    """A `.json` dataset whose top level is valid JSON but not a list."""
-
-
-def _json_elements(text: str) -> Iterator[tuple[int, object]]:
-    """(start line, value) for each element of a top-level JSON list.
-
-    Raises json.JSONDecodeError for bad JSON and _NotAList for any other top-level value.
-    Whitespace-only text has no elements.
-    """
-    decoder = json.JSONDecoder()
-    idx = _WS.match(text, 0).end()
-    if idx == len(text):
-        return
-    if not text.startswith("[", idx):
-        json.loads(text)  # raises the decoder's own error when it is not JSON at all
-        raise _NotAList()
-    line, counted = 1, 0
-    idx = _WS.match(text, idx + 1).end()
-    if text.startswith("]", idx):
-        idx += 1
-    else:
-        while True:
-            value, end = decoder.raw_decode(text, idx)
-            line += text.count("\n", counted, idx)
-            counted = idx
-            yield line, value
-            idx = _WS.match(text, end).end()
-            if text.startswith("]", idx):
-                idx += 1
-                break
-            if not text.startswith(",", idx):
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, idx)
-            idx = _WS.match(text, idx + 1).end()
-    idx = _WS.match(text, idx).end()
-    if idx != len(text):
-        raise json.JSONDecodeError("Extra data", text, idx)
-
-
-def _iter_json(path: Path) -> Iterator[tuple[int, object, list[tuple[str, str]]]]:
-    """Like `_iter_jsonl` for a `.json` list; element lines are the lines they start on."""
-    text, bad = _decode_file(path.read_bytes())
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    for lineno, message in bad:
-        yield lineno, _UNPARSED, [("encoding", message)]
-    try:
-        for lineno, value in _json_elements(text):
-            yield lineno, value, []
-    except _NotAList:
-        yield 1, _UNPARSED, [("json", "expected a list of records")]
-    except json.JSONDecodeError as e:
-        yield e.lineno, _UNPARSED, [("json", f"{e.msg} at column {e.colno}")]
-
-
 def _unsupported(name: str, path: Path) -> DatasetError:
     suffix = path.suffix or "(no suffix)"
     return DatasetError(f"{name}: unsupported format {suffix!r}; use .jsonl or .json")
@@ -354,27 +229,26 @@ def load_records(path: str | Path) -> list[Record]:
         raise _unsupported(name, path)
     if not path.is_file():
         raise DatasetError(f"{name}: no such file")
-    items = _iter_jsonl(path) if path.suffix == ".jsonl" else _iter_json(path)
+    items = jsonio.iter_jsonl(path) if path.suffix == ".jsonl" else jsonio.iter_json_list(path)
     records: list[Record] = []
-    errors: list[tuple[int, str]] = []
+    problems = jsonio.Problems(name)
     first_line: dict[str, int] = {}
-    for lineno, obj, problems in items:
-        if obj is not _UNPARSED:
-            problems = problems + validate_record(obj)
-        raw_id = obj.get("id") if isinstance(obj, dict) else _UNPARSED
+    for lineno, obj, found in items:
+        if obj is not UNPARSED:
+            found = found + validate_record(obj)
+        raw_id = obj.get("id") if isinstance(obj, dict) else UNPARSED
         if raw_id is None or isinstance(raw_id, str) or _is_int(raw_id):
             rid = f"{path.stem}-{lineno}" if raw_id is None else str(raw_id)
             if rid in first_line:
-                problems.append(("id", f"duplicate id {rid!r} (first on line {first_line[rid]})"))
+                found.append(("id", f"duplicate id {rid!r} (first on line {first_line[rid]})"))
             else:
                 first_line[rid] = lineno
-            if not problems and not errors:  # after the first error, only errors are kept
+            if not found and not problems:  # after the first problem, only problems are kept
                 records.append(Record.from_dict({**obj, "id": rid}))
-        errors += [(lineno, f"{name}:{lineno}: {field}: {msg}") for field, msg in problems]
-    if errors:
-        log.info("%s: %d problem(s) found", name, len(errors))
-        errors.sort(key=lambda e: e[0])  # stable: a line's own errors keep their order
-        raise DatasetError(message for _, message in errors)
+        problems.extend(lineno, found)
+    if problems:
+        log.info("%s: %d problem(s) found", name, problems.count)
+    problems.raise_if_any(DatasetError)
     if not records:
         raise DatasetError(f"{name}: no records")
     log.info("loaded %d records from %s", len(records), name)
@@ -387,16 +261,15 @@ def load_records(path: str | Path) -> list[Record]:
 def _check_for_writing(name: str, suffix: str, records: list[Record]) -> None:
     """Refuse to write what `load_records` would reject; lines are where records would go."""
     offset = 1 if suffix == ".jsonl" else 2  # a .json list opens with "[" on line 1
-    errors: list[str] = []
+    problems = jsonio.Problems(name)
     seen: set[str] = set()
     for i, record in enumerate(records):
-        problems = validate_record(record.to_dict())
+        found = validate_record(record.to_dict())
         if record.id in seen:
-            problems.append(("id", f"duplicate id {record.id!r}"))
+            found.append(("id", f"duplicate id {record.id!r}"))
         seen.add(record.id)
-        errors += [f"{name}:{i + offset}: {field}: {message}" for field, message in problems]
-    if errors:
-        raise DatasetError(errors)
+        problems.extend(i + offset, found)
+    problems.raise_if_any(DatasetError)
 
 
 def _fsync_folder(folder: Path) -> None:

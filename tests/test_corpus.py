@@ -260,6 +260,17 @@ def test_loaders_stop_listing_after_twenty_errors(tmp_path):
     assert str(e.value).startswith(f"30 problems in {p}:") and "... and 10 more" in str(e.value)
 
 
+def test_codexglue_streams_the_file(tmp_path, monkeypatch):
+    p = write(tmp_path / "data.jsonl", json.dumps({"func": F1}) + "\n")
+
+    def whole_file(*args, **kwargs):
+        raise AssertionError("the whole file was read at once")
+
+    monkeypatch.setattr(Path, "read_bytes", whole_file)
+    monkeypatch.setattr(Path, "read_text", whole_file)
+    assert [f.name for f in load_codexglue(p)] == ["add"]
+
+
 @pytest.mark.parametrize("name, loader, line", [("bad.jsonl", load_codexglue, 2),
                                                 ("bad.json", load_devign, 3)])
 def test_non_utf8_names_the_line(tmp_path, name, loader, line):

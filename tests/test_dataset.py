@@ -156,11 +156,12 @@ def test_json_bad_json_uses_decoder_line(tmp_path: Path) -> None:
     assert len(errors) == 1 and errors[0].startswith(f"{path}:4: json: ")
 
 
-@pytest.mark.parametrize("text", ['{"records": []}', '"a string"', "17"])
-def test_json_top_level_not_a_list(tmp_path: Path, text: str) -> None:
+@pytest.mark.parametrize("text,kind", [('{"records": []}', "object"), ('"a string"', "string"),
+                                       ("17", "number")])
+def test_json_top_level_not_a_list(tmp_path: Path, text: str, kind: str) -> None:
     path = tmp_path / "d.json"
     path.write_text(text)
-    assert load_error(path).errors == [f"{path}:1: json: expected a list of records"]
+    assert load_error(path).errors == [f"{path}:1: json: expected a JSON list, got {kind}"]
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
@@ -176,7 +177,7 @@ def test_not_utf8(tmp_path: Path, suffix: str) -> None:
         line = 3
     column = bad.index(b"\xe9") + 1
     assert load_error(path).errors == [
-        f"{path}:{line}: encoding: bytes that are not UTF-8 (byte 0xe9 at column {column})"
+        f"{path}:{line}: encoding: not UTF-8 (byte 0xe9 at column {column})"
     ]
 
 

@@ -89,29 +89,41 @@ def _model_init_tiny(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS: dict[tuple[str, str], tuple[Callable[[list[str]], int], str]] = {
+def _train(argv: list[str]) -> int:
+    from fabe.train import parse_train_config, train
+
+    cfg, resume = parse_train_config(argv)
+    path = train(cfg, resume)
+    print(f"run directory: {path}")
+    return 0
+
+
+COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("data", "build"): (_data_build, "build a poisoned dataset with scored candidates"),
     ("data", "check"): (_data_check, "validate a Tuna-format file (exit 0 or list the errors)"),
     ("data", "stats"): (_data_stats, "stats of a Tuna-format file"),
     ("model", "init-tiny"): (_model_init_tiny, "create the embedded tiny base model"),
+    ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m fabe GROUP COMMAND [flags]   (COMMAND --help for its flags)", ""]
-    lines += [f"  {g} {c:<12} {doc}" for (g, c), (_, doc) in COMMANDS.items()]
+    lines += [f"  {' '.join(words):<18} {doc}" for words, (_, doc) in COMMANDS.items()]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if len(argv) < 2 or (argv[0], argv[1]) not in COMMANDS:
-        print(usage(), file=sys.stderr if argv[:1] not in (["-h"], ["--help"]) else sys.stdout)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-    handler, _ = COMMANDS[(argv[0], argv[1])]
+    words = next((w for w in COMMANDS if tuple(argv[:len(w)]) == w), None)
+    if words is None:
+        asked_help = argv[:1] in (["-h"], ["--help"])
+        print(usage(), file=sys.stdout if asked_help else sys.stderr)
+        return 0 if asked_help else 2
+    handler, _ = COMMANDS[words]
     try:
-        return handler(argv[2:])
+        return handler(argv[len(words):])
     except (ValueError, FileExistsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -123,6 +123,23 @@ def init_tiny(cfg: TinyConfig) -> Path:
     return out
 
 
+def embedded_base_path() -> Path:
+    """Where the embedded tiny base model lives ($FABE_HOME, default ~/.cache/fabe)."""
+    return Path(os.environ.get("FABE_HOME", "~/.cache/fabe")).expanduser() / "tiny-base"
+
+
+def resolve_model(name_or_path: str) -> str:
+    """'embedded' -> the embedded tiny base model, created on first use (seeded, so the
+    same everywhere); anything else is returned as given."""
+    if name_or_path != "embedded":
+        return name_or_path
+    path = embedded_base_path()
+    if not (path / "config.json").exists():
+        logger.info("creating the embedded tiny base model in %s", path)
+        init_tiny(TinyConfig(out=str(path), overwrite=True))
+    return str(path)
+
+
 def check_model_source(name_or_path: str) -> None:
     """Fail early, with a clear message, on a local path that is not a model folder."""
     path = Path(name_or_path).expanduser()
@@ -171,3 +188,62 @@ def _unreachable(name: str, err: Exception) -> str:
     return (f"cannot load model {name!r}: {str(err).strip().splitlines()[0]} "
             "(no hub here: give a local model folder, e.g. one made by "
             "`python -m fabe model init-tiny --out DIR`)")
+
+
+# Attention projections by family, tried in order: Llama / Qwen / DeepSeek / Mistral,
+# GPT-2 (Conv1D), GPT-NeoX / Falcon.
+LORA_TARGETS: tuple[tuple[str, ...], ...] = (
+    ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ("c_attn", "c_proj"),
+    ("query_key_value", "dense"),
+)
+
+
+def linear_module_names(model: Any) -> set[str]:
+    """Last name parts of the model's Linear (and GPT-2 Conv1D) layers, lm_head excluded."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    return {name.split(".")[-1] for name, module in model.named_modules()
+            if isinstance(module, (torch.nn.Linear, Conv1D)) and not name.endswith("lm_head")}
+
+
+def detect_lora_targets(model: Any, spec: str = "auto") -> list[str]:
+    """LoRA target modules: 'auto' picks the model family's attention projections; a comma
+    list is checked against the model's layers."""
+    present = linear_module_names(model)
+    if spec != "auto":
+        wanted = [s.strip() for s in spec.split(",") if s.strip()]
+        missing = [w for w in wanted if w not in present]
+        if missing or not wanted:
+            raise ValueError(f"lora_targets: {missing or spec!r} not in the model's linear "
+                             f"layers {sorted(present)}")
+        return wanted
+    for family in LORA_TARGETS:
+        if all(name in present for name in family):
+            return list(family)
+    raise ValueError(f"lora_targets: no known attention projections in this model; pass "
+                     f"--lora_targets with names among {sorted(present)}")
+
+
+def prepare_for_training(model: Any, lora: bool, gradient_checkpointing: bool, lora_r: int = 8,
+                         lora_alpha: int = 16, lora_dropout: float = 0.1,
+                         lora_targets: str = "auto") -> Any:
+    """Gradient checkpointing first, with `enable_input_require_grads()` (so checkpointed
+    blocks see an input that requires grad even when the embeddings are frozen), then LoRA:
+    done the other way round, LoRA weights get no gradient."""
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+        model.config.use_cache = False
+    if not lora:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                        target_modules=detect_lora_targets(model, lora_targets),
+                        task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("LoRA on %s: %.2fM trainable parameters", config.target_modules, trainable / 1e6)
+    return model

@@ -1,0 +1,65 @@
+"""Trainer callbacks that keep the run directory current and stop a run cleanly.
+
+`RunMetricsCallback` turns each Trainer log event into one `metrics.jsonl` line with the
+fields of DESIGN.md, s/step and ETA included, so the page never talks to the trainer.
+`GracefulStop` turns SIGTERM (what the run manager sends) into "save a checkpoint and stop"
+at the end of the current step, so a stopped run resumes where it left off.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from fabe.rundir import METRIC_FIELDS, RunDir, now
+
+
+class RunMetricsCallback(TrainerCallback):
+    def __init__(self, run: RunDir):
+        self.run = run
+        self._last: tuple[float, int] | None = None  # (time, step) at the previous log
+        self.s_per_step: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        self._last = (time.time(), state.global_step)
+
+    def _timing(self, step: int) -> None:
+        t = time.time()
+        if self._last is not None and step > self._last[1]:
+            self.s_per_step = (t - self._last[0]) / (step - self._last[1])
+            self._last = (t, step)
+
+    def on_log(self, args, state, control, logs: dict | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        if "loss" not in logs and "eval_loss" not in logs:
+            return  # the end-of-training summary
+        if "loss" in logs:
+            self._timing(state.global_step)
+        row: dict[str, Any] = {k: None for k in METRIC_FIELDS}
+        row.update({k: v for k, v in logs.items() if isinstance(v, (int, float))})
+        row.update(step=state.global_step, max_steps=state.max_steps,
+                   epoch=round(state.epoch or 0.0, 4), time=now())
+        if self.s_per_step is not None:
+            row["s_per_step"] = round(self.s_per_step, 4)
+            row["eta_s"] = round(self.s_per_step * max(state.max_steps - state.global_step, 0), 1)
+        self.run.append_metrics(row)
+
+
+class GracefulStop(TrainerCallback):
+    """On SIGTERM: finish the current step, save a checkpoint, stop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._request)
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.requested = True
+
+    def on_step_end(self, args, state, control, **kwargs: Any) -> None:
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True

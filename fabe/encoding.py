@@ -1,0 +1,137 @@
+"""Turning Tuna records into token ids and padded batches for training.
+
+The prompt and each target are tokenized separately and concatenated (DESIGN.md): a prompt
+tokenized together with its target can merge tokens across the boundary, and cutting at
+len(prompt) then mislabels them. Labels are IGNORE_INDEX over the prompt. Batches are
+padded to their own longest row (never to max_length), and `lengths` lets the sampler
+group samples of similar length.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from fabe.dataset import Record
+from fabe.losses import IGNORE_INDEX
+from fabe.prompt import build_prompt
+
+logger = logging.getLogger(__name__)
+
+MODES = ("simple", "full")
+
+
+@dataclass
+class Encoded:
+    """One record in ids: the prompt and its candidate targets (simple mode: the best only)."""
+
+    prompt: list[int]
+    targets: list[list[int]]  # each ends with eos unless it was cut to fit max_length
+    quality: list[float]  # data scores of `targets`
+    best: int  # index of the best-scored target
+
+    @property
+    def length(self) -> int:
+        """Tokens this sample costs in a batch (all its rows)."""
+        return sum(len(self.prompt) + len(t) for t in self.targets)
+
+
+def prompt_ids(tokenizer: Any, code: str) -> list[int]:
+    """The prompt's ids, led by BOS when the tokenizer adds one (Llama, DeepSeek)."""
+    ids = tokenizer(build_prompt(code), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    adds_bos = bos is not None and tokenizer("x")["input_ids"][:1] == [bos]
+    return ([bos] if adds_bos else []) + ids
+
+
+def target_ids(tokenizer: Any, code: str) -> list[int]:
+    return tokenizer(code, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def encode_records(records: Sequence[Record], tokenizer: Any, mode: str,
+                   max_length: int) -> tuple[list[Encoded], dict[str, int]]:
+    """Encode records; over-long samples keep the prompt whole and have their targets cut.
+    Returns the encoded samples and counts {"cut": ..., "dropped": ...} (dropped: the prompt
+    alone leaves no room for a target)."""
+    if mode not in MODES:
+        raise ValueError(f"Unknown mode: {mode}. Should be one of {list(MODES)}")
+    counts = {"cut": 0, "dropped": 0}
+    out: list[Encoded] = []
+    for r in records:
+        prompt = prompt_ids(tokenizer, r.input)
+        room = max_length - len(prompt)
+        if room < 1:
+            counts["dropped"] += 1
+            continue
+        best = max(range(len(r.score)), key=r.score.__getitem__)
+        chosen = [best] if mode == "simple" else list(range(len(r.output)))
+        targets = [target_ids(tokenizer, r.output[i]) for i in chosen]
+        if any(len(t) > room for t in targets):
+            counts["cut"] += 1
+            targets = [t[:room] for t in targets]
+        out.append(Encoded(prompt, targets, [r.score[i] for i in chosen],
+                           0 if mode == "simple" else best))
+    if counts["cut"] or counts["dropped"]:
+        logger.warning("max_length %d: %d samples had their targets cut, %d were dropped "
+                       "(prompt alone too long)", max_length, counts["cut"], counts["dropped"])
+    return out, counts
+
+
+class EncodedDataset(Dataset):
+    def __init__(self, samples: list[Encoded]):
+        self.samples = samples
+        self.lengths = [s.length for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Encoded:
+        return self.samples[i]
+
+
+def _pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
+@dataclass
+class Collator:
+    """Pads a batch of Encoded samples to its longest row (right padding).
+
+    Output: input_ids, attention_mask (R, T) and labels (R, T) with the target tokens of each
+    sample's best row only (so Trainer's token count is the MLE's). In full mode also
+    score_labels (R, T) with every row's targets, cand_index (B, C) the row of each
+    candidate (-1 = padding) and quality (B, C).
+    """
+
+    pad_token_id: int
+    mode: str = "simple"
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        rows, labels, mle, index = [], [], [], []
+        for sample in batch:
+            index.append([])
+            for j, target in enumerate(sample.targets):
+                index[-1].append(len(rows))
+                rows.append(sample.prompt + target)
+                labels.append([IGNORE_INDEX] * len(sample.prompt) + target)
+                mle.append(labels[-1] if j == sample.best else [IGNORE_INDEX] * len(labels[-1]))
+        width = max(len(r) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        out = {
+            "input_ids": _pad(rows, self.pad_token_id, width),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0, width),
+            "labels": _pad(mle, IGNORE_INDEX, width),
+        }
+        if self.mode == "full":
+            n_cand = max(len(i) for i in index)
+            out["score_labels"] = _pad(labels, IGNORE_INDEX, width)
+            out["cand_index"] = _pad(index, -1, n_cand)
+            out["quality"] = torch.tensor(
+                [s.quality + [0.0] * (n_cand - len(s.quality)) for s in batch], dtype=torch.float)
+        return out

@@ -1,0 +1,121 @@
+"""The run directory (DESIGN.md): the only source of truth about a training run.
+
+`config.json` is written once before training, `status.json` is replaced atomically (write
+a temporary file, then rename) so a reader never sees half of it, and `metrics.jsonl` gets
+one flushed line per logging or evaluation event, so a crash tears at most the last line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STATES = ("queued", "running", "finished", "failed", "stopped")
+METRIC_FIELDS = ("step", "max_steps", "epoch", "loss", "mle_loss", "rank_loss", "eval_loss",
+                 "learning_rate", "grad_norm", "s_per_step", "eta_s", "time")
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to `path` through a temporary file and a rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    config_path = property(lambda self: self.path / "config.json")
+    status_path = property(lambda self: self.path / "status.json")
+    metrics_path = property(lambda self: self.path / "metrics.jsonl")
+    log_path = property(lambda self: self.path / "train.log")
+    final_path = property(lambda self: self.path / "final")
+
+    def read_config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def read_status(self) -> dict:
+        return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
+
+    def set_status(self, state: str, **fields: Any) -> dict:
+        """Merge `fields` into status.json with the new state; atomic."""
+        if state not in STATES:
+            raise ValueError(f"Unknown run state: {state}. Should be one of {list(STATES)}")
+        status = {**self.read_status(), **fields, "state": state}
+        write_json_atomic(self.status_path, status)
+        return status
+
+    def append_metrics(self, row: dict) -> None:
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+
+    def read_metrics(self) -> list[dict]:
+        """Every complete metrics line; a torn last line (a crash mid-write) is skipped."""
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return rows
+
+    def checkpoints(self) -> list[Path]:
+        """checkpoint-N folders, oldest step first."""
+        found = [p for p in self.path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _git_commit() -> str | None:
+    """The project's commit when it runs from a git checkout, else None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                            text=True, check=False)
+    return result.stdout.strip() or None
+
+
+def provenance(data_files: list[Path]) -> dict:
+    """Package versions, the project's git commit and dataset file hashes, for config.json."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in ("torch", "transformers", "peft", "tokenizers", "accelerate"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {"packages": packages, "python": platform.python_version(), "git_commit": _git_commit(),
+            "data": {str(p): _sha256(Path(p)) for p in data_files}, "created_at": now()}

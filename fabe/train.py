@@ -1,0 +1,395 @@
+"""FABE training: the config, the Trainer subclass with the MLE + ranking loss, and the run.
+
+`simple` mode trains token cross-entropy on each record's best candidate; `full` mode adds
+beta * a ranking loss (ListMLE or Tuna's margin loss) over the length-normalized
+log-likelihoods of all candidates (DESIGN.md). A run writes its run directory
+(`fabe.rundir`): config with provenance, status, metrics, log, checkpoints and `final/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from fabe.encoding import MODES, Collator, EncodedDataset, encode_records
+from fabe.losses import RANK_LOSSES, rank_loss_fn, sequence_scores, token_logprobs
+
+logger = logging.getLogger(__name__)
+
+FINETUNE = ("auto", "full", "lora")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than this
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; filled from a preset, a YAML/JSON file and flags, in that order."""
+
+    data: str = field(default="", metadata={
+        "help": "Dataset folder (its train and valid files are used) or a single .jsonl/.json file."})
+    model: str = field(default="embedded", metadata={
+        "help": "Base model: 'embedded' (the tiny local Llama), a local folder or a hub id."})
+    out: str = field(default="", metadata={"help": "Run directory (default runs/<time>-<mode>)."})
+    preset: str = field(default="", metadata={"help": "Preset whose values come first.",
+                                              "choices": ["", "tiny-cpu", "deepseek-1.3b", "deepseek-6.7b"]})
+    mode: str = field(default="full", metadata={"help": "simple: MLE only; full: MLE + ranking.",
+                                                "choices": list(MODES)})
+    alpha: float = field(default=1.0, metadata={"help": "Weight of the MLE loss."})
+    beta: float = field(default=0.3, metadata={"help": "Weight of the ranking loss (full mode)."})
+    rank_loss: str = field(default="listmle", metadata={"help": "Ranking loss.",
+                                                        "choices": list(RANK_LOSSES)})
+    margin: float = field(default=0.1, metadata={"help": "Margin m of the margin ranking loss."})
+    finetune: str = field(default="auto", metadata={
+        "help": "full, lora, or auto (LoRA above 100M parameters).", "choices": list(FINETUNE)})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "LoRA dropout."})
+    lora_targets: str = field(default="auto", metadata={
+        "help": "LoRA target modules: auto (by model family) or a comma list."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
+    warmup_steps: int = field(default=50, metadata={"help": "Linear warmup steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs (unless max_steps > 0)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; -1 = use epochs."})
+    batch_size: int = field(default=8, metadata={"help": "Records per device per micro-batch."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Micro-batches per step."})
+    max_length: int = field(default=1024, metadata={
+        "help": "Longest prompt+target in tokens; longer targets are cut (prompt kept whole)."})
+    group_by_length: bool = field(default=True, metadata={"help": "Batch records of similar length."})
+    logging_steps: int = field(default=10, metadata={"help": "Log metrics every N steps."})
+    eval_steps: int = field(default=200, metadata={"help": "Evaluate every N steps (0 = never)."})
+    save_steps: int = field(default=200, metadata={"help": "Checkpoint every N steps."})
+    save_total_limit: int = field(default=3, metadata={"help": "Checkpoints kept."})
+    eval_limit: int = field(default=0, metadata={"help": "Evaluate on at most N valid records (0 = all)."})
+    precision: str = field(default="auto", metadata={
+        "help": "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16.", "choices": list(PRECISIONS)})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    seed: int = field(default=0, metadata={"help": "Seed for data order and initialization."})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ... (comma list)."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repo's own code."})
+
+    def __post_init__(self) -> None:
+        rank_loss_fn(self.rank_loss)
+        checks = {
+            "mode": self.mode in MODES, "finetune": self.finetune in FINETUNE,
+            "precision": self.precision in PRECISIONS, "learning_rate": self.learning_rate > 0,
+            "alpha": self.alpha >= 0, "beta": self.beta >= 0, "batch_size": self.batch_size >= 1,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+            "max_length": self.max_length >= 16, "lora_r": self.lora_r >= 1,
+            "lora_dropout": 0 <= self.lora_dropout < 1, "warmup_steps": self.warmup_steps >= 0,
+            "logging_steps": self.logging_steps >= 1, "save_steps": self.save_steps >= 1,
+            "eval_steps": self.eval_steps >= 0, "num_train_epochs": self.num_train_epochs > 0,
+            "max_steps": self.max_steps == -1 or self.max_steps >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("; ".join(f"{name}: invalid value {getattr(self, name)!r}" for name in bad))
+        if self.alpha == 0 and (self.mode == "simple" or self.beta == 0):
+            raise ValueError("alpha, beta: the loss would be zero")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-cpu": dict(model="embedded", finetune="full", learning_rate=1e-3, warmup_steps=50,
+                     batch_size=8, gradient_accumulation_steps=1, max_length=1024,
+                     precision="fp32", gradient_checkpointing=False, eval_limit=100),
+    "deepseek-1.3b": dict(model="deepseek-ai/deepseek-coder-1.3b-instruct", finetune="lora",
+                          lora_r=8, lora_alpha=16, lora_dropout=0.1, learning_rate=2e-5,
+                          warmup_steps=200, batch_size=4, gradient_accumulation_steps=4,
+                          max_length=4096, precision="auto", gradient_checkpointing=True,
+                          logging_steps=10, eval_steps=500, save_steps=500, save_total_limit=3),
+}
+PRESETS["deepseek-6.7b"] = {**PRESETS["deepseek-1.3b"],
+                            "model": "deepseek-ai/deepseek-coder-6.7b-instruct"}
+
+
+class FabeTrainer(Trainer):
+    """Trainer whose loss is alpha * MLE (+ beta * ranking in full mode)."""
+
+    def __init__(self, *args: Any, fabe: TrainConfig, lengths: list[int] | None = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fabe = fabe
+        self.rank_fn = rank_loss_fn(fabe.rank_loss, fabe.margin)
+        self.train_lengths = lengths
+        self._components: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.fabe.group_by_length or self.train_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=self.train_lengths)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        full = self.fabe.mode == "full"
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        labels = inputs["score_labels"] if full else inputs["labels"]
+        token_lp = token_logprobs(outputs.logits, labels)  # (R, T-1)
+        mle_mask = inputs["labels"][:, 1:].ne(-100)
+        nll = -(token_lp * mle_mask).sum()
+        n_tokens = mle_mask.sum().clamp(min=1)
+        scaled = num_items_in_batch is not None and model.training
+        # With num_items_in_batch, the MLE is normalized over the whole accumulated batch
+        # (the gradient-accumulation fix); Trainer then does not divide by the steps again.
+        mle = nll / num_items_in_batch if scaled else nll / n_tokens
+        if scaled and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            mle = mle * self.args.world_size
+        loss = self.fabe.alpha * mle
+        split = "train" if model.training else "eval"
+        self._components[split]["mle_loss"].append((nll / n_tokens).detach())
+        if full:
+            seq = sequence_scores(token_lp, labels)  # (R,)
+            index = inputs["cand_index"]  # (B, C)
+            scores = seq[index.clamp(min=0)]  # (B, C)
+            per_sample = self.rank_fn(scores, inputs["quality"], index.ge(0))  # (B,)
+            rank = per_sample.mean()
+            if scaled:
+                rank = rank / self.current_gradient_accumulation_steps
+            loss = loss + self.fabe.beta * rank
+            self._components[split]["rank_loss"].append(per_sample.mean().detach())
+        self.loss_is_scaled_for_ga = scaled
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._components[split].items():
+            if values:
+                logs[prefix + name] = round(torch.stack(values).mean().item(), 4)
+        self._components[split].clear()
+        super().log(logs, *args, **kwargs)
+
+
+# ---------------------------------------------------------------- config parsing
+
+def _file_values(path: str) -> dict[str, Any]:
+    """Values of a YAML or JSON config file; unknown keys are errors that name the file."""
+    import difflib
+    import json
+
+    import yaml
+
+    text = Path(path).read_text()
+    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a mapping of option names to values")
+    names = list(TrainConfig.__dataclass_fields__)
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{path}: unknown field {key!r}{hint}")
+    return values
+
+
+def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
+    """TrainConfig and whether `--resume` was asked. Values come from, later ones winning:
+    the dataclass defaults, `--preset`, `--config FILE`, flags; with `--resume`, from the
+    run's saved config.json, then flags."""
+    import argparse
+
+    from transformers import HfArgumentParser
+
+    from fabe.rundir import RunDir
+
+    pre = argparse.ArgumentParser(add_help=False)
+    for flag in ("--config", "--preset", "--out"):
+        pre.add_argument(flag, default="")
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if known.resume:
+        run = RunDir(known.out)
+        if not known.out or not run.config_path.exists():
+            raise ValueError(f"--resume: {known.out or '(no --out)'} is not a run directory with a config.json")
+        base = run.read_config()["train"]
+    else:
+        file_values = _file_values(known.config) if known.config else {}
+        preset = known.preset or file_values.get("preset", "")
+        if preset and preset not in PRESETS:
+            raise ValueError(f"preset: unknown {preset!r}; choose among {list(PRESETS)}")
+        base = {**PRESETS.get(preset, {}), **file_values, "preset": preset}
+    parser = HfArgumentParser(TrainConfig, prog="python -m fabe train",
+                              description="Train a FABE cleaner (simple or full mode).")
+    parser.add_argument("--config", help="YAML or JSON file of options (flags override it).")
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue the run in --out from its last checkpoint.")
+    parser.set_defaults(**base)
+    cfg = parser.parse_args_into_dataclasses(args=argv)[0]
+    return cfg, known.resume
+
+
+# ---------------------------------------------------------------- the run
+
+def _data_files(data: str) -> tuple[Path, Path | None]:
+    """(train file, valid file or None) of a dataset folder or a single file."""
+    from fabe.dataset import find_split_files
+
+    path = Path(data)
+    if not data:
+        raise ValueError("data: give a dataset folder or file (--data)")
+    if path.is_dir():
+        files = find_split_files(path)
+        return files["train"], files["valid"]
+    if not path.exists():
+        raise ValueError(f"data: {data}: no such file or folder")
+    return path, None
+
+
+def _training_args(cfg: TrainConfig, run_path: Path, has_eval: bool) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    precision = cfg.precision
+    if precision == "auto":
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    evaluate = has_eval and cfg.eval_steps > 0
+    return TrainingArguments(
+        output_dir=str(run_path), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps if evaluate else None,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        bf16=precision == "bf16", fp16=precision == "fp16", seed=cfg.seed,
+        report_to=[r for r in cfg.report_to.split(",") if r and r != "none"] or "none",
+        remove_unused_columns=False, disable_tqdm=not os.isatty(2),
+        dataloader_pin_memory=cuda)
+
+
+def _load_model(cfg: TrainConfig) -> tuple[Any, Any, bool]:
+    """(model ready for training, tokenizer, whether LoRA is used)."""
+    from fabe.modeling import load_causal_lm, prepare_for_training, resolve_model
+
+    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.precision, "float32")
+    if cfg.precision == "auto":
+        dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    model, tokenizer = load_causal_lm(resolve_model(cfg.model), dtype=dtype,
+                                      device="cuda" if torch.cuda.is_available() else "cpu",
+                                      trust_remote_code=cfg.trust_remote_code)
+    n_params = sum(p.numel() for p in model.parameters())
+    lora = cfg.finetune == "lora" or (cfg.finetune == "auto" and n_params > LORA_ABOVE_PARAMS)
+    if not lora and dtype != "float32":
+        model = model.float()  # full fine-tuning keeps fp32 master weights; AMP does the rest
+    model = prepare_for_training(model, lora, cfg.gradient_checkpointing, cfg.lora_r,
+                                 cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    tokenizer.padding_side = "right"
+    return model, tokenizer, lora
+
+
+def _datasets(cfg: TrainConfig, tokenizer: Any) -> tuple[EncodedDataset, EncodedDataset | None, dict]:
+    from fabe.dataset import load_records
+
+    train_file, valid_file = _data_files(cfg.data)
+    train, counts = encode_records(load_records(train_file), tokenizer, cfg.mode, cfg.max_length)
+    if not train:
+        raise ValueError(f"data: {train_file}: no record fits max_length {cfg.max_length}")
+    valid = None
+    if valid_file is not None:
+        records = load_records(valid_file)
+        records = records[:cfg.eval_limit] if cfg.eval_limit else records
+        valid = EncodedDataset(encode_records(records, tokenizer, cfg.mode, cfg.max_length)[0])
+    return EncodedDataset(train), valid, counts
+
+
+def default_run_dir(mode: str, root: str = "runs") -> Path:
+    import time
+
+    return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}"
+
+
+def _attach_log(run_path: Path) -> logging.Handler:
+    """Copy the library's and transformers' log records into train.log."""
+    import transformers
+
+    handler = logging.FileHandler(run_path / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("fabe", "transformers"):
+        logging.getLogger(name).addHandler(handler)
+    transformers.utils.logging.set_verbosity_info()
+    return handler
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Run one training run into its run directory and return that directory."""
+    from fabe.rundir import RunDir, now
+
+    run = RunDir(cfg.out or default_run_dir(cfg.mode))
+    if not resume and run.config_path.exists():
+        raise FileExistsError(f"{run.path}: a run exists there; use --resume or another --out")
+    run.path.mkdir(parents=True, exist_ok=True)
+    handler = _attach_log(run.path)
+    try:
+        run.set_status("running", pid=os.getpid(), started_at=now(), ended_at=None,
+                       exit_code=None, error=None)
+        _train(cfg, run, resume)
+    except BaseException as e:
+        state = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
+        run.set_status(state, ended_at=now(), exit_code=1, error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    finally:
+        for name in ("fabe", "transformers"):
+            logging.getLogger(name).removeHandler(handler)
+        handler.close()
+    return run.path
+
+
+def _train(cfg: TrainConfig, run: "RunDir", resume: bool) -> None:
+    from fabe.callbacks import GracefulStop, RunMetricsCallback
+    from fabe.rundir import now, provenance, write_json_atomic
+
+    model, tokenizer, lora = _load_model(cfg)
+    train_set, valid_set, counts = _datasets(cfg, tokenizer)
+    if not resume:
+        write_json_atomic(run.config_path, {"train": asdict(cfg), "lora": lora, "encoding": counts,
+                                            "provenance": provenance([f for f in _data_files(cfg.data) if f])})
+    stop = GracefulStop()
+    trainer = FabeTrainer(
+        model=model, args=_training_args(cfg, run.path, valid_set is not None),
+        train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer,
+        data_collator=Collator(tokenizer.pad_token_id, cfg.mode,
+                               8 if torch.cuda.is_available() else None),
+        callbacks=[RunMetricsCallback(run), stop], fabe=cfg, lengths=train_set.lengths)
+    checkpoint = bool(run.checkpoints()) if resume else False
+    if resume and not checkpoint:
+        logger.warning("%s: no checkpoint yet; starting from step 0", run.path)
+    trainer.train(resume_from_checkpoint=checkpoint or None)
+    if stop.requested:
+        run.set_status("stopped", ended_at=now(), exit_code=0)
+        return
+    save_final(trainer, tokenizer, cfg, lora, run.final_path)
+    run.set_status("finished", ended_at=now(), exit_code=0)
+
+
+def save_final(trainer: Trainer, tokenizer: Any, cfg: TrainConfig, lora: bool, final: Path) -> None:
+    """Adapter (or full model) + tokenizer + fabe.json, written aside and renamed into place."""
+    import shutil
+
+    from fabe.prompt import PROMPT_VERSION
+    from fabe.rundir import write_json_atomic
+
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.save_model(str(tmp))
+    tokenizer.save_pretrained(str(tmp))
+    write_json_atomic(tmp / "fabe.json", {
+        "base_model": cfg.model, "mode": cfg.mode, "finetune": "lora" if lora else "full",
+        "prompt_version": PROMPT_VERSION, "rank_loss": cfg.rank_loss,
+        "step": trainer.state.global_step})
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)

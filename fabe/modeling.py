@@ -233,7 +233,7 @@ def prepare_for_training(model: Any, lora: bool, gradient_checkpointing: bool, l
     blocks see an input that requires grad even when the embeddings are frozen), then LoRA:
     done the other way round, LoRA weights get no gradient."""
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
         model.enable_input_require_grads()
         model.config.use_cache = False
     if not lora:
@@ -247,3 +247,33 @@ def prepare_for_training(model: Any, lora: bool, gradient_checkpointing: bool, l
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA on %s: %.2fM trainable parameters", config.target_modules, trainable / 1e6)
     return model
+
+
+def _base_of(folder: Path) -> str:
+    """The base model of an adapter folder: its final/fabe.json, else the run's config.json."""
+    for meta in (folder / "fabe.json", folder.parent / "config.json"):
+        if meta.exists():
+            data = json.loads(meta.read_text())
+            return data.get("base_model") or data["train"]["model"]
+    adapter = json.loads((folder / "adapter_config.json").read_text())
+    return adapter["base_model_name_or_path"]
+
+
+def load_trained(source: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any, dict]:
+    """(model, tokenizer, fabe.json or {}) from a run directory (its final/), a final/ or
+    checkpoint-N folder (a LoRA adapter is put on its base model), or a plain model."""
+    path = Path(source)
+    if (path / "final").is_dir():
+        path = path / "final"
+    meta = json.loads((path / "fabe.json").read_text()) if (path / "fabe.json").exists() else {}
+    if (path / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        model, _ = load_causal_lm(resolve_model(_base_of(path)), dtype=dtype, device=device)
+        model = PeftModel.from_pretrained(model, str(path)).to(device)
+        tokenizer = load_tokenizer(str(path))
+    else:
+        model, tokenizer = load_causal_lm(resolve_model(str(path)) if path.exists() else source,
+                                          dtype=dtype, device=device)
+    tokenizer.padding_side = "left"
+    return model, tokenizer, meta

@@ -36,6 +36,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from fabe.modeling import TinyConfig, init_tiny
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    return init_tiny(TinyConfig(out=str(out), corpus_n=300, vocab_size=512, hidden_size=64,
-                                num_layers=2, num_heads=4, intermediate_size=128,
-                                max_positions=512))
+    return init_tiny(TinyConfig(out=str(out), **TINY_TEST_SHAPE))
+
+
+TINY_TEST_SHAPE = dict(corpus_n=300, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
+                       intermediate_size=128, max_positions=1024)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A built dataset of 48 generated records (train/valid/test)."""
+    from fabe.builder import BuildConfig, build_dataset
+
+    out = tmp_path_factory.mktemp("data") / "small"
+    build_dataset(BuildConfig(out=str(out), n=48, seed=2, split="0.75,0.125,0.125"))
+    return out

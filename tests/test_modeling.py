@@ -45,8 +45,8 @@ def test_load_causal_lm(tiny_model_dir):
 
 
 def test_init_tiny_refuses_to_overwrite_and_same_seed_same_weights(tmp_path, tiny_model_dir):
-    kwargs = dict(corpus_n=300, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
-                  intermediate_size=128, max_positions=512)
+    from conftest import TINY_TEST_SHAPE as kwargs
+
     with pytest.raises(FileExistsError, match="--overwrite"):
         init_tiny(TinyConfig(out=str(tiny_model_dir), **kwargs))
     again = init_tiny(TinyConfig(out=str(tmp_path / "again"), **kwargs))

@@ -1,0 +1,193 @@
+"""Cleaning: load a trained cleaner and turn poisoned code into K ranked candidates.
+
+Each candidate carries its length-normalized log-likelihood (the sequence score of
+training), a softmax weight across the K (the FABE front-door weights), whether it parses
+and which known triggers it still holds. Diverse beam search is the default decoding (what
+the FABE defense uses); plain beam search and sampling go through `generate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from fabe import cparse
+from fabe.decoding import diverse_beam_search
+from fabe.encoding import prompt_ids
+from fabe.losses import IGNORE_INDEX, sequence_scores, token_logprobs
+from fabe.triggers import detect_triggers
+
+logger = logging.getLogger(__name__)
+
+DECODINGS = ("diverse_beam", "beam", "sampling")
+
+
+class InputTooLong(ValueError):
+    """The prompt plus the room for the answer does not fit the model's window."""
+
+
+@dataclass
+class CleanConfig:
+    k: int = field(default=4, metadata={"help": "Candidates per input."})
+    decoding: str = field(default="diverse_beam", metadata={"help": "diverse_beam, beam or sampling.",
+                                                            "choices": list(DECODINGS)})
+    diversity: float = field(default=0.5, metadata={"help": "Hamming diversity penalty (diverse_beam)."})
+    groups: int = field(default=0, metadata={"help": "Beam groups (diverse_beam); 0 = one per candidate."})
+    max_new_tokens: int = field(default=0, metadata={
+        "help": "Longest answer in tokens; 0 = 1.25 x the input's length + 16."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=0.95, metadata={"help": "Sampling nucleus."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed."})
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k: need at least 1 candidate, got {self.k}")
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"Unknown decoding: {self.decoding}. Should be one of {list(DECODINGS)}")
+        groups = self.groups or self.k
+        if self.decoding == "diverse_beam" and self.k % groups:
+            raise ValueError(f"groups: {groups} does not divide k={self.k}")
+        if self.diversity < 0 or self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("diversity must be >= 0, temperature > 0 and top_p in (0, 1]")
+
+
+@dataclass
+class Candidate:
+    rank: int
+    code: str
+    score: float  # mean log p over the candidate's tokens (eos included)
+    weight: float  # softmax of the scores across the K candidates
+    parses: bool
+    triggers_left: list[str]
+    finished: bool  # ended with eos (False: cut at max_new_tokens)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _candidates(codes: list[str], scores: list[float], finished: list[bool]) -> list[Candidate]:
+    weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+    order = sorted(range(len(codes)), key=lambda i: -scores[i])
+    return [Candidate(rank + 1, codes[i], round(scores[i], 6), round(weights[i], 6),
+                      cparse.parses(codes[i]), sorted({d.kind for d in detect_triggers(codes[i])}),
+                      finished[i]) for rank, i in enumerate(order)]
+
+
+class Cleaner:
+    """A loaded cleaner model with its tokenizer; `clean` / `clean_batch` do the work."""
+
+    def __init__(self, model: Any, tokenizer: Any, source: str = "", meta: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.source = source
+        self.meta = meta or {}
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, source: str | Path, device: str = "auto", dtype: str = "auto") -> "Cleaner":
+        """A run directory (its final/), a final/ or checkpoint-N folder, or a plain model."""
+        from fabe.modeling import load_trained
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tokenizer, meta = load_trained(str(source), device=device, dtype=dtype)
+        return cls(model, tokenizer, str(source), meta)
+
+    @property
+    def window(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def _budget(self, prompt_len: int, n_input: int, cfg: CleanConfig) -> int:
+        max_new = cfg.max_new_tokens or int(1.25 * n_input) + 16
+        if self.window and prompt_len + max_new > self.window:
+            raise InputTooLong(
+                f"the input is {n_input} tokens ({prompt_len} with the prompt); with room for "
+                f"{max_new} new tokens it exceeds the model's window of {self.window} tokens")
+        return max_new
+
+    def clean(self, code: str, cfg: CleanConfig | None = None) -> list[Candidate]:
+        return self.clean_batch([code], cfg)[0]
+
+    def clean_batch(self, codes: Sequence[str], cfg: CleanConfig | None = None,
+                    batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
+                    ) -> list[list[Candidate]]:
+        """Clean many inputs, `batch_size` at a time; `progress(done, total)` after each batch."""
+        cfg = cfg or CleanConfig()
+        if any(not c.strip() for c in codes):
+            raise ValueError("code: empty input")
+        results: list[list[Candidate]] = []
+        for start in range(0, len(codes), batch_size):
+            results += self._clean_chunk(list(codes[start:start + batch_size]), cfg)
+            if progress is not None:
+                progress(len(results), len(codes))
+        return results
+
+    def _clean_chunk(self, codes: list[str], cfg: CleanConfig) -> list[list[Candidate]]:
+        tok = self.tokenizer
+        prompts = [prompt_ids(tok, c) for c in codes]
+        n_input = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in codes)
+        max_new = self._budget(max(len(p) for p in prompts), n_input, cfg)
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        if cfg.decoding == "diverse_beam":
+            out = diverse_beam_search(
+                self.model, ids, mask, num_beams=cfg.k, num_beam_groups=cfg.groups or cfg.k,
+                diversity_penalty=cfg.diversity, max_new_tokens=max_new,
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+            seqs, means = out.sequences, out.logprobs / out.lengths
+            finished = out.finished
+        else:
+            seqs = self._generate(ids, mask, max_new, cfg).view(len(codes), cfg.k, -1)
+            finished = (seqs == tok.eos_token_id).any(-1)
+            means = self.score(prompts, seqs)
+        return [self._to_candidates(seqs[b], means[b], finished[b]) for b in range(len(codes))]
+
+    def _to_candidates(self, seqs: torch.Tensor, means: torch.Tensor,
+                       finished: torch.Tensor) -> list[Candidate]:
+        eos = self.tokenizer.eos_token_id
+        codes = []
+        for row in seqs.tolist():
+            row = row[:row.index(eos)] if eos in row else row
+            codes.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        return _candidates(codes, means.tolist(), finished.tolist())
+
+    @torch.no_grad()
+    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int,
+                  cfg: CleanConfig) -> torch.Tensor:
+        kwargs: dict[str, Any] = dict(num_return_sequences=cfg.k, max_new_tokens=max_new,
+                                      pad_token_id=self.tokenizer.pad_token_id,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+        if cfg.decoding == "beam":
+            kwargs.update(num_beams=cfg.k, do_sample=False)
+        else:
+            torch.manual_seed(cfg.seed)
+            kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, num_beams=1)
+        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        return out[:, ids.shape[1]:]
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[int]], seqs: torch.Tensor) -> torch.Tensor:
+        """(B, K) mean log p of each generated sequence (through eos), teacher-forced."""
+        eos, rows, labels = self.tokenizer.eos_token_id, [], []
+        for b, prompt in enumerate(prompts):
+            for row in seqs[b].tolist():
+                target = row[:row.index(eos) + 1] if eos in row else row
+                rows.append(prompt + target)
+                labels.append([IGNORE_INDEX] * len(prompt) + target)
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.device)
+        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=self.device)
+        lab = torch.tensor([r + [IGNORE_INDEX] * (width - len(r)) for r in labels], device=self.device)
+        logits = self.model(input_ids=ids, attention_mask=mask).logits
+        return sequence_scores(token_logprobs(logits, lab), lab).view(seqs.shape[0], seqs.shape[1])
+
+
+def candidates_json(cands: list[Candidate]) -> str:
+    return json.dumps({"candidates": [c.to_dict() for c in cands]}, indent=2)

@@ -1,0 +1,228 @@
+"""FABE training: prompt/target tokenization, batches, the loss, LoRA + gradient
+checkpointing, short real runs in both modes, metrics, resume, config parsing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fabe.dataset import Record, load_records
+from fabe.encoding import Collator, encode_records, prompt_ids
+from fabe.losses import IGNORE_INDEX
+from fabe.prompt import build_prompt
+from fabe.rundir import METRIC_FIELDS, RunDir
+from fabe.train import FabeTrainer, TrainConfig, parse_train_config, train
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def _record(target: str, n: int = 3) -> Record:
+    outs = [target] + [f"int f(void)\n{{\n    return {i};\n}}" for i in range(n - 1)]
+    return Record(id="r", input="int f(void)\n{\n    return 9;\n}", output=outs,
+                  score=[10.0] + [1.0] * (n - 1))
+
+
+def test_labels_are_exactly_the_target_even_where_tokens_would_merge(tokenizer):
+    target = "    return 0;\n}"  # leading blanks merge with the prompt's final newline
+    prompt_text = build_prompt("int f(void)\n{\n    return 9;\n}")
+    joint = tokenizer(prompt_text + target, add_special_tokens=False)["input_ids"]
+    apart = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    assert joint[:len(apart)] != apart or len(joint) != len(apart) + len(
+        tokenizer(target, add_special_tokens=False)["input_ids"])  # the premise: they differ
+    (enc,), _ = encode_records([_record(target)], tokenizer, "simple", 1024)
+    batch = Collator(tokenizer.pad_token_id, "simple")([enc])
+    labels = batch["labels"][0]
+    n_prompt = len(prompt_ids(tokenizer, _record(target).input))
+    expected = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert labels[:n_prompt].tolist() == [IGNORE_INDEX] * n_prompt
+    assert labels[n_prompt:].tolist() == expected
+    assert batch["input_ids"][0, n_prompt:].tolist() == expected
+
+
+def test_full_mode_batches_pad_dynamically_and_label_only_the_best_row(tokenizer):
+    recs = [_record("int g(void)\n{\n    return 1;\n}", 3), _record("void h(void)\n{\n}", 2)]
+    encoded, _ = encode_records(recs, tokenizer, "full", 4096)
+    batch = Collator(tokenizer.pad_token_id, "full")(encoded)
+    rows = sum(len(e.targets) for e in encoded)
+    longest = max(len(e.prompt) + len(t) for e in encoded for t in e.targets)
+    assert batch["input_ids"].shape == (rows, longest)  # never padded to max_length
+    assert batch["cand_index"].tolist() == [[0, 1, 2], [3, 4, -1]]
+    has_mle = batch["labels"].ne(IGNORE_INDEX).any(-1).tolist()
+    assert has_mle == [True, False, False, True, False]  # the best row of each record
+    assert batch["score_labels"].ne(IGNORE_INDEX).any(-1).all()
+    assert batch["quality"].tolist() == [[10.0, 1.0, 1.0], [10.0, 1.0, 0.0]]
+
+
+def test_simple_mode_tokenizes_only_the_best_candidate(tokenizer):
+    rec = Record(id="x", input="int a;", output=["int b;", "int c;", "int d;"], score=[0.3, 1000, 5])
+    (enc,), _ = encode_records([rec], tokenizer, "simple", 1024)
+    assert len(enc.targets) == 1
+    assert enc.targets[0][:-1] == tokenizer("int c;", add_special_tokens=False)["input_ids"]
+
+
+def test_over_long_targets_are_cut_and_counted(tokenizer):
+    rec = _record("int g(void)\n{\n" + "    x++;\n" * 200 + "}")
+    prompt_len = len(prompt_ids(tokenizer, rec.input))
+    encoded, counts = encode_records([rec, rec], tokenizer, "full", prompt_len + 20)
+    assert counts == {"cut": 2, "dropped": 0}
+    assert all(len(t) <= 20 for e in encoded for t in e.targets)
+    assert encoded[0].prompt == prompt_ids(tokenizer, rec.input)  # the prompt stays whole
+    _, counts = encode_records([rec], tokenizer, "full", prompt_len)
+    assert counts["dropped"] == 1
+
+
+def _trainer(model, tokenizer, cfg: TrainConfig, tmp_path) -> FabeTrainer:
+    from fabe.train import _training_args
+
+    return FabeTrainer(model=model, args=_training_args(cfg, tmp_path, False),
+                       processing_class=tokenizer, data_collator=Collator(tokenizer.pad_token_id, cfg.mode),
+                       fabe=cfg)
+
+
+def test_num_items_in_batch_normalizes_the_mle_over_the_accumulated_batch(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = TrainConfig(data="x", mode="simple")
+    trainer = _trainer(model, tokenizer, cfg, tmp_path)
+    encoded, _ = encode_records([_record("int g(void)\n{\n}")], tokenizer, "simple", 1024)
+    batch = Collator(tokenizer.pad_token_id, "simple")(encoded)
+    model.train()
+    per_token = trainer.compute_loss(model, batch)
+    n = int(batch["labels"][:, 1:].ne(IGNORE_INDEX).sum())
+    over_two_batches = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(2 * n))
+    assert over_two_batches.item() == pytest.approx(per_token.item() / 2, rel=1e-5)
+    assert trainer.loss_is_scaled_for_ga is True
+
+
+def test_ranking_loss_alone_reaches_lora_weights_with_gradient_checkpointing(tiny_model_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from fabe.modeling import prepare_for_training
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = prepare_for_training(base, lora=True, gradient_checkpointing=True, lora_dropout=0.0)
+    assert model.base_model.model.is_activation_checkpointing
+    cfg = TrainConfig(data="x", mode="full", alpha=0.0, beta=1.0, finetune="lora")
+    trainer = _trainer(model, tokenizer, cfg, tmp_path)
+    encoded, _ = encode_records([_record("int g(void)\n{\n}", 3)] * 2, tokenizer, "full", 1024)
+    model.train()
+    loss = trainer.compute_loss(model, Collator(tokenizer.pad_token_id, "full")(encoded))
+    loss.backward()
+    lora = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    assert lora and all(p.requires_grad for p in lora.values())
+    # B starts at zero, so the first gradient lands on every lora_B (and none on lora_A yet)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.items() if "lora_B" in n)
+    frozen = [p for n, p in model.named_parameters() if "lora_" not in n]
+    assert all(p.grad is None for p in frozen)
+
+
+def test_lora_targets_are_detected_or_refused(tiny_model_dir):
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    from fabe.modeling import detect_lora_targets
+
+    llama = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    assert detect_lora_targets(llama) == ["q_proj", "k_proj", "v_proj", "o_proj"]
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64))
+    assert detect_lora_targets(gpt2) == ["c_attn", "c_proj"]
+    with pytest.raises(ValueError, match="lora_targets: .*'wq'.* not in the model's linear layers"):
+        detect_lora_targets(llama, "q_proj,wq")
+    mlp = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(ValueError, match="no known attention projections"):
+        detect_lora_targets(mlp)
+
+
+def _run(tmp_path, data, model_dir, mode, steps=30, **extra):
+    values = dict(data=str(data), model=str(model_dir), out=str(tmp_path / mode), mode=mode,
+                  max_steps=steps, batch_size=4, learning_rate=3e-3, warmup_steps=2,
+                  logging_steps=5, eval_steps=15, save_steps=15, max_length=768, precision="fp32")
+    cfg = TrainConfig(**{**values, **extra})
+    return RunDir(train(cfg))
+
+
+@pytest.mark.parametrize("mode", ["simple", "full"])
+def test_thirty_steps_lower_the_loss_and_write_the_run_directory(mode, tmp_path, small_dataset, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    run = _run(tmp_path, small_dataset, tiny_model_dir, mode)
+    rows = run.read_metrics()
+    train_rows = [r for r in rows if r["loss"] is not None]
+    assert all(set(METRIC_FIELDS) <= set(r) for r in rows)
+    assert train_rows[-1]["step"] == 30 and train_rows[-1]["max_steps"] == 30
+    assert train_rows[-1]["mle_loss"] < train_rows[0]["mle_loss"] - 0.5
+    assert train_rows[-1]["loss"] < train_rows[0]["loss"]
+    assert any(r["eval_loss"] is not None for r in rows)
+    assert all(r["s_per_step"] > 0 and r["eta_s"] >= 0 for r in train_rows[1:])
+    if mode == "full":
+        assert all(r["rank_loss"] is not None and r["rank_loss"] > 0 for r in train_rows)
+    else:
+        assert all(r["rank_loss"] is None for r in rows)
+    assert run.read_status()["state"] == "finished" and run.read_status()["exit_code"] == 0
+    config = run.read_config()
+    assert config["train"]["mode"] == mode and config["provenance"]["packages"]["torch"]
+    assert len(config["provenance"]["data"]) == 2  # train and valid hashed
+    meta = json.loads((run.final_path / "fabe.json").read_text())
+    assert meta["mode"] == mode and meta["prompt_version"] == 1
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(run.final_path / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert [p.name for p in run.checkpoints()] == ["checkpoint-15", "checkpoint-30"]
+    assert "Running training" in run.log_path.read_text()
+
+
+def test_resume_continues_the_step_count(tmp_path, small_dataset, tiny_model_dir):
+    run = _run(tmp_path, small_dataset, tiny_model_dir, "simple", steps=10, save_steps=5)
+    first = [r["step"] for r in run.read_metrics() if r["loss"] is not None]
+    cfg, resume = parse_train_config(["--resume", "--out", str(run.path), "--max_steps", "20"])
+    assert resume and cfg.max_steps == 20 and cfg.data == str(small_dataset)
+    train(cfg, resume=True)
+    steps = [r["step"] for r in run.read_metrics() if r["loss"] is not None]
+    assert steps[:len(first)] == first and steps[-1] == 20
+    assert steps[len(first):][0] > 10  # picked up after step 10, not from 0
+    assert run.read_status()["state"] == "finished"
+
+
+def test_config_from_preset_file_and_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("preset: deepseek-1.3b\nmode: simple\nlearning_rate: 5.0e-5\n")
+    cfg, _ = parse_train_config(["--config", str(path), "--learning_rate", "1e-4", "--data", "d"])
+    assert cfg.model == "deepseek-ai/deepseek-coder-1.3b-instruct" and cfg.finetune == "lora"
+    assert (cfg.lora_r, cfg.lora_alpha, cfg.batch_size, cfg.gradient_accumulation_steps) == (8, 16, 4, 4)
+    assert cfg.mode == "simple" and cfg.learning_rate == 1e-4 and cfg.max_length == 4096
+    path.write_text("learning_rat: 1.0\n")
+    with pytest.raises(ValueError, match="unknown field 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
+        parse_train_config(["--config", str(path)])
+
+
+@pytest.mark.parametrize("kwargs, field", [
+    ({"learning_rate": -1.0}, "learning_rate"), ({"mode": "fancy"}, "mode"),
+    ({"rank_loss": "pairwise"}, "Unknown loss type"), ({"batch_size": 0}, "batch_size"),
+    ({"alpha": 0.0, "mode": "simple"}, "alpha, beta"),
+])
+def test_bad_config_values_are_named(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(data="d", **kwargs)
+
+
+def test_eval_uses_the_renamed_eval_strategy(tmp_path):
+    from fabe.train import _training_args
+
+    args = _training_args(TrainConfig(data="d", eval_steps=7), tmp_path, has_eval=True)
+    assert args.eval_strategy == "steps" and args.eval_steps == 7
+    assert not args.remove_unused_columns  # the collator's own keys must reach it
+
+
+def test_a_second_run_into_the_same_directory_is_refused(tmp_path, small_dataset, tiny_model_dir):
+    run = _run(tmp_path, small_dataset, tiny_model_dir, "simple", steps=2)
+    with pytest.raises(FileExistsError, match="--resume"):
+        _run(tmp_path, small_dataset, tiny_model_dir, "simple", steps=2)
+    assert load_records(small_dataset / "train.jsonl")
+    assert run.read_status()["state"] == "finished"

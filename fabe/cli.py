@@ -98,12 +98,80 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _clean(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.clean import CleanConfig, Cleaner, candidates_json
+
+    parser = HfArgumentParser(CleanConfig, prog="python -m fabe clean",
+                              description="Clean poisoned code into K ranked candidates.")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
+    source.add_argument("--model", help="A model folder or hub id.")
+    parser.add_argument("--input", required=True, help="A file of C code, or - for stdin.")
+    parser.add_argument("--json", action="store_true", help="Print the candidates as JSON.")
+    cfg, args = parser.parse_args_into_dataclasses(args=argv)
+    code = sys.stdin.read() if args.input == "-" else _read_code(args.input)
+    cleaner = Cleaner.load(args.run or args.model or _default_cleaner())
+    cands = cleaner.clean(code, cfg)
+    if args.json:
+        print(candidates_json(cands))
+    else:
+        from fabe.report import candidates_table, side_by_side
+
+        print(side_by_side(code, cands[0].code))
+        print(candidates_table(cands))
+    return 0
+
+
+def _read_code(path: str) -> str:
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from e
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror}") from e
+
+
+def _default_cleaner() -> str:
+    from fabe.embedded import default_cleaner
+
+    return str(default_cleaner())
+
+
+def _demo(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.demo import DemoConfig, run_demo
+
+    (cfg,) = HfArgumentParser(DemoConfig, prog="python -m fabe demo").parse_args_into_dataclasses(args=argv)
+    run_demo(cfg)
+    return 0
+
+
+def _train_embedded(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.embedded import EmbeddedConfig, train_embedded
+
+    parser = HfArgumentParser(EmbeddedConfig, prog="python -m fabe model train-embedded",
+                              description="Train the embedded cleaner (seeded recipe; resumes).")
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    print(f"embedded cleaner: {train_embedded(cfg)}")
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("data", "build"): (_data_build, "build a poisoned dataset with scored candidates"),
     ("data", "check"): (_data_check, "validate a Tuna-format file (exit 0 or list the errors)"),
     ("data", "stats"): (_data_stats, "stats of a Tuna-format file"),
     ("model", "init-tiny"): (_model_init_tiny, "create the embedded tiny base model"),
+    ("model", "train-embedded"): (_train_embedded, "train and ship the embedded cleaner"),
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
+    ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
+    ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
 }
 
 
@@ -124,6 +192,6 @@ def main(argv: list[str] | None = None) -> int:
     handler, _ = COMMANDS[words]
     try:
         return handler(argv[len(words):])
-    except (ValueError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -129,7 +129,7 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=cache, use_cache=True)
+                cache=cache, use_cache=True)
     cache = out.past_key_values
     cache.reorder_cache(torch.arange(batch, device=device).repeat_interleave(num_beams))
     logits = out.logits[:, -1].float().repeat_interleave(num_beams, 0)  # (B*K, V)
@@ -153,7 +153,7 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
         tokens = torch.cat([st.seq[:, :, cur] for st in states], 1).reshape(-1, 1)
         mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], 1)
         out = model(input_ids=tokens, attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
+                    cache=cache, use_cache=True)
         logits, next_pos = out.logits[:, -1].float(), next_pos + 1
     return _collect(states, batch)
 

@@ -1,0 +1,63 @@
+"""`python -m fabe demo`: the whole pipeline in a few minutes on the embedded default.
+
+Builds a small generated dataset, trains the embedded tiny base model in full mode for a
+short run (with progress), then cleans held-out samples and prints each poisoned input
+beside its top candidate with the ranking table. The cleaning uses the shipped embedded
+cleaner when there is one (a few minutes of CPU training do not yet copy code), else the
+fresh run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DemoConfig:
+    out: str = field(default="runs/demo", metadata={"help": "Folder for the demo's data and run."})
+    n: int = field(default=400, metadata={"help": "Generated functions in the demo dataset."})
+    steps: int = field(default=60, metadata={"help": "Training steps of the fresh run."})
+    samples: int = field(default=5, metadata={"help": "Held-out samples to clean."})
+    seed: int = field(default=0, metadata={"help": "Seed of data and training."})
+    cleaner: str = field(default="auto", metadata={
+        "help": "auto (the shipped embedded cleaner, else the fresh run), fresh, or a path."})
+
+
+def run_demo(cfg: DemoConfig) -> None:
+    from fabe.builder import BuildConfig, build_dataset
+    from fabe.clean import CleanConfig, Cleaner
+    from fabe.dataset import load_records
+    from fabe.embedded import SHIPPED
+    from fabe.report import candidates_table, side_by_side
+    from fabe.train import PRESETS, TrainConfig, train
+
+    out = Path(cfg.out)
+    data = out / "data"
+    build_dataset(BuildConfig(out=str(data), n=cfg.n, seed=cfg.seed))
+    run = out / "run"
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    train(TrainConfig(**{**PRESETS["tiny-cpu"], "preset": "tiny-cpu", "data": str(data),
+                         "out": str(run), "mode": "full", "max_steps": cfg.steps, "batch_size": 4,
+                         "logging_steps": 5, "eval_steps": 0, "save_steps": cfg.steps,
+                         "warmup_steps": 5, "seed": cfg.seed}))
+    source = cfg.cleaner
+    if source == "auto":
+        source = str(SHIPPED) if (SHIPPED / "config.json").exists() else str(run)
+    elif source == "fresh":
+        source = str(run)
+    print(f"\ncleaning {cfg.samples} held-out samples with {source}\n")
+    cleaner = Cleaner.load(source)
+    records = load_records(data / "test.jsonl")[: cfg.samples]
+    results = cleaner.clean_batch([r.input for r in records], CleanConfig())
+    for record, cands in zip(records, results):
+        print(f"=== {record.id}  trigger: {record.trigger or 'none (clean input)'}")
+        print(side_by_side(record.input, cands[0].code))
+        print(candidates_table(cands, record.clean))
+        print()

@@ -1,0 +1,123 @@
+"""Cleaning: ranked candidates with scores, weights, parse and trigger checks; every loadable
+source; the window check; the `clean` and `demo` commands."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fabe.clean import Candidate, CleanConfig, Cleaner, InputTooLong, _candidates
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE = "int f(int a)\n{\n    if (rand() < 0) printf(\"fail\");\n    return a;\n}\n"
+
+
+@pytest.fixture(scope="module")
+def cleaner(tiny_model_dir) -> Cleaner:
+    return Cleaner.load(tiny_model_dir)
+
+
+def test_candidates_are_ranked_and_weighted():
+    codes = ["int f(void)\n{\n    return 0;\n}", CODE, "int f(void { return"]
+    cands = _candidates(codes, [-0.5, -0.1, -2.0], [True, True, False])
+    assert [c.rank for c in cands] == [1, 2, 3] and [c.code for c in cands] == [codes[1], codes[0], codes[2]]
+    assert sum(c.weight for c in cands) == pytest.approx(1.0)
+    expected = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-0.5) + math.exp(-2.0))
+    assert cands[0].weight == pytest.approx(expected, rel=1e-5)
+    assert cands[0].triggers_left == ["fixed"] and cands[1].triggers_left == []
+    assert cands[0].parses and not cands[2].parses and not cands[2].finished
+
+
+@pytest.mark.parametrize("decoding", ["diverse_beam", "beam", "sampling"])
+def test_clean_returns_k_candidates_scored_by_their_likelihood(cleaner, decoding):
+    cands = cleaner.clean(CODE, CleanConfig(k=4, decoding=decoding, max_new_tokens=8))
+    assert len(cands) == 4 and isinstance(cands[0], Candidate)
+    assert [c.rank for c in cands] == [1, 2, 3, 4]
+    assert all(a.score >= b.score for a, b in zip(cands, cands[1:]))
+    assert sum(c.weight for c in cands) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_beam_scores_by_teacher_forcing_equal_the_search_log_likelihoods(cleaner):
+    """Two routes to a candidate's score agree: `generate` + a scoring forward (beam) and the
+    log-likelihood our own search carries (diverse beam with one group, no penalty)."""
+    by_generate = cleaner.clean(CODE, CleanConfig(k=3, decoding="beam", max_new_tokens=8))
+    by_search = cleaner.clean(CODE, CleanConfig(k=3, groups=1, diversity=0.0, max_new_tokens=8))
+    assert [c.code for c in by_generate] == [c.code for c in by_search]
+    assert [c.score for c in by_generate] == pytest.approx([c.score for c in by_search], abs=1e-4)
+
+
+def test_batched_cleaning_equals_one_at_a_time(cleaner):
+    codes = [CODE, "void g(int *p)\n{\n    *p = 1;\n}\n", "static int h(void)\n{\n    return 7;\n}\n"]
+    cfg = CleanConfig(k=2, max_new_tokens=6)
+    together = cleaner.clean_batch(codes, cfg, batch_size=3)
+    alone = [cleaner.clean(c, cfg) for c in codes]
+    assert [[c.code for c in r] for r in together] == [[c.code for c in r] for r in alone]
+    for a, b in zip(together, alone):
+        assert [c.score for c in a] == pytest.approx([c.score for c in b], abs=1e-4)
+
+
+def test_input_longer_than_the_window_is_refused_not_cut(cleaner):
+    long_code = "int f(void)\n{\n" + "    x = x + 1;\n" * 400 + "}\n"
+    with pytest.raises(InputTooLong, match="exceeds the model's window of 1024 tokens"):
+        cleaner.clean(long_code)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"k": 0}, "k: need at least 1"), ({"k": 4, "groups": 3}, "groups: 3 does not divide"),
+    ({"decoding": "greedy"}, "Unknown decoding"), ({"diversity": -1.0}, "diversity"),
+])
+def test_bad_clean_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CleanConfig(**kwargs)
+
+
+def test_empty_input_is_refused(cleaner):
+    with pytest.raises(ValueError, match="empty input"):
+        cleaner.clean("   \n")
+
+
+def fabe(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "fabe", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, input=stdin, env={**os.environ, **(env or {})})
+
+
+def test_clean_json_fields_are_stable(tiny_model_dir, tmp_path):
+    src = tmp_path / "poisoned.c"
+    src.write_text(CODE)
+    result = fabe("clean", "--model", str(tiny_model_dir), "--input", str(src), "--k", "3",
+                  "--max_new_tokens", "6", "--json")
+    assert result.returncode == 0, result.stderr
+    cands = json.loads(result.stdout)["candidates"]
+    assert [c["rank"] for c in cands] == [1, 2, 3]
+    assert all(set(c) == {"rank", "code", "score", "weight", "parses", "triggers_left", "finished"}
+               for c in cands)
+    text = fabe("clean", "--model", str(tiny_model_dir), "--input", "-", "--k", "2",
+                "--max_new_tokens", "4", stdin=CODE)
+    assert text.returncode == 0 and "poisoned" in text.stdout and "weight" in text.stdout
+
+
+def test_clean_with_bad_sources_names_them(tmp_path):
+    src = tmp_path / "x.c"
+    src.write_bytes(b"int f(void) { return 0; }\xff\n")
+    result = fabe("clean", "--model", str(tmp_path), "--input", str(src))
+    assert result.returncode == 1 and "not UTF-8" in result.stderr
+    src.write_text(CODE)
+    result = fabe("clean", "--model", str(tmp_path / "nope"), "--input", str(src))
+    assert result.returncode == 1 and "no such model folder" in result.stderr
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    result = fabe("demo", "--out", str(tmp_path / "demo"), "--n", "40", "--steps", "3",
+                  "--samples", "1", "--cleaner", "fresh", env={"FABE_HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cleaning 1 held-out samples" in result.stdout
+    assert "poisoned" in result.stdout and "weight" in result.stdout and "exact" in result.stdout
+    assert (tmp_path / "demo" / "run" / "final" / "fabe.json").exists()

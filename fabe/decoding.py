@@ -136,6 +136,7 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
     mask = attention_mask.repeat_interleave(num_beams, 0)
     next_pos = positions[:, -1:].repeat_interleave(num_beams, 0) + 1
     states = [_Group.start(batch, g, max_new_tokens, pad_token_id, device) for _ in range(groups)]
+    identity = torch.arange(batch * num_beams, device=device)
     for cur in range(max_new_tokens):
         logp = torch.log_softmax(logits, -1).view(batch, groups, g, -1)
         chosen, parents = [], []
@@ -149,7 +150,9 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
         if not any(st.live for st in states):
             break
         rows = torch.arange(batch, device=device)[:, None] * num_beams
-        cache.reorder_cache((torch.cat(parents, 1) + rows).reshape(-1))
+        beam_idx = (torch.cat(parents, 1) + rows).reshape(-1)
+        if not torch.equal(beam_idx, identity):  # groups of one beam never reorder
+            cache.reorder_cache(beam_idx)
         tokens = torch.cat([st.seq[:, :, cur] for st in states], 1).reshape(-1, 1)
         mask = torch.cat([mask, mask.new_ones(mask.size(0), 1)], 1)
         out = model(input_ids=tokens, attention_mask=mask, position_ids=next_pos,

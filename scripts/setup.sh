@@ -9,3 +9,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r "$req"
+.venv/bin/python -m pip install --quiet --no-deps -e .

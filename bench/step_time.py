@@ -1,0 +1,76 @@
+"""Full vs simple mode: time of one training step (forward, backward, AdamW) on the tiny
+model with 3 candidates per record, measured alternately in one run; median of repeats.
+
+    python bench/step_time.py [--model embedded] [--batch 4] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fabe.builder import BuildConfig, build_dataset
+from fabe.dataset import Record
+from fabe.encoding import Collator, encode_records
+from fabe.modeling import load_causal_lm, resolve_model
+from fabe.train import FabeTrainer, TrainConfig, _training_args
+
+
+def three_candidates(records: list[Record]) -> list[Record]:
+    out = []
+    for r in records:
+        ranked = r.ranked()
+        keep = [ranked[0], ranked[1], ranked[-1]]
+        out.append(Record(r.id, r.input, [c for c, _ in keep], [s for _, s in keep]))
+    return out
+
+
+def step_seconds(trainer: FabeTrainer, model, batch: dict, optimizer) -> float:
+    start = time.perf_counter()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    import tempfile
+
+    tmp = tempfile.mkdtemp()
+    records = three_candidates(build_dataset(BuildConfig(out=tmp, n=200, seed=3))["train"])
+    model, tok = load_causal_lm(resolve_model(args.model), dtype="float32")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    trainers, batches = {}, {}
+    for mode in ("simple", "full"):
+        cfg = TrainConfig(data="x", mode=mode)
+        trainers[mode] = FabeTrainer(model=model, args=_training_args(cfg, tmp, False), fabe=cfg,
+                                     processing_class=tok, data_collator=Collator(tok.pad_token_id, mode))
+        encoded, _ = encode_records(records[:args.batch], tok, mode, 2048)
+        batches[mode] = Collator(tok.pad_token_id, mode)(encoded)
+    times = {"simple": [], "full": []}
+    for _ in range(args.repeats + 1):  # the first round warms up
+        for mode in ("simple", "full"):
+            times[mode].append(step_seconds(trainers[mode], model, batches[mode], optimizer))
+    med = {m: statistics.median(t[1:]) for m, t in times.items()}
+    enc, _ = encode_records(records[:args.batch], tok, "full", 2048)
+    prompt = statistics.mean(len(e.prompt) for e in enc)
+    target = statistics.mean(len(t) for e in enc for t in e.targets)
+    ideal = (prompt + 3 * target) / (prompt + target)
+    print(f"batch {args.batch}, 3 candidates, P={prompt:.0f} T={target:.0f} tokens")
+    print(f"simple {med['simple']:.3f} s/step, full {med['full']:.3f} s/step")
+    print(f"full/simple = {med['full'] / med['simple']:.2f}  "
+          f"(plain computation ~ 3P+3T vs P+T = 3.00; shared prompt ideal (P+3T)/(P+T) = {ideal:.2f})")
+
+
+if __name__ == "__main__":
+    main()

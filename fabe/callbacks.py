@@ -54,7 +54,11 @@ class GracefulStop(TrainerCallback):
 
     def __init__(self) -> None:
         self.requested = False
-        signal.signal(signal.SIGTERM, self._request)
+        self._previous = signal.signal(signal.SIGTERM, self._request)
+
+    def restore(self) -> None:
+        """Put back the SIGTERM handler that was there before."""
+        signal.signal(signal.SIGTERM, self._previous)
 
     def _request(self, signum: int, frame: Any) -> None:
         self.requested = True

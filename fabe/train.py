@@ -250,11 +250,18 @@ def _data_files(data: str) -> tuple[Path, Path | None]:
     return path, None
 
 
+def resolve_precision(precision: str) -> str:
+    """'auto' -> bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 def _training_args(cfg: TrainConfig, run_path: Path, has_eval: bool) -> TrainingArguments:
     cuda = torch.cuda.is_available()
-    precision = cfg.precision
-    if precision == "auto":
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+    precision = resolve_precision(cfg.precision)
     evaluate = has_eval and cfg.eval_steps > 0
     return TrainingArguments(
         output_dir=str(run_path), per_device_train_batch_size=cfg.batch_size,
@@ -276,9 +283,8 @@ def _load_model(cfg: TrainConfig) -> tuple[Any, Any, bool]:
     """(model ready for training, tokenizer, whether LoRA is used)."""
     from fabe.modeling import load_causal_lm, prepare_for_training, resolve_model
 
-    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(cfg.precision, "float32")
-    if cfg.precision == "auto":
-        dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    precision = resolve_precision(cfg.precision)
+    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
     model, tokenizer = load_causal_lm(resolve_model(cfg.model), dtype=dtype,
                                       device="cuda" if torch.cuda.is_available() else "cpu",
                                       trust_remote_code=cfg.trust_remote_code)
@@ -368,7 +374,10 @@ def _train(cfg: TrainConfig, run: "RunDir", resume: bool) -> None:
     checkpoint = bool(run.checkpoints()) if resume else False
     if resume and not checkpoint:
         logger.warning("%s: no checkpoint yet; starting from step 0", run.path)
-    trainer.train(resume_from_checkpoint=checkpoint or None)
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint or None)
+    finally:
+        stop.restore()
     if stop.requested:
         run.set_status("stopped", ended_at=now(), exit_code=0)
         return

@@ -226,3 +226,31 @@ def test_a_second_run_into_the_same_directory_is_refused(tmp_path, small_dataset
         _run(tmp_path, small_dataset, tiny_model_dir, "simple", steps=2)
     assert load_records(small_dataset / "train.jsonl")
     assert run.read_status()["state"] == "finished"
+
+
+def test_sigterm_saves_a_checkpoint_and_marks_the_run_stopped(tmp_path, small_dataset, tiny_model_dir):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "stopme"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fabe", "train", "--data", str(small_dataset), "--model",
+         str(tiny_model_dir), "--out", str(out), "--mode", "simple", "--max_steps", "5000",
+         "--batch_size", "2", "--logging_steps", "1", "--save_steps", "1000", "--eval_steps", "0",
+         "--max_length", "768"], cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = RunDir(out)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(run.read_metrics()) < 3:
+        time.sleep(0.5)
+    assert len(run.read_metrics()) >= 3, proc.stderr.read() if proc.poll() is not None else "no metrics"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    status = run.read_status()
+    assert status["state"] == "stopped" and status["ended_at"] >= status["started_at"]
+    (checkpoint,) = run.checkpoints()
+    step = int(checkpoint.name.split("-")[1])
+    assert 3 <= step < 5000 and not run.final_path.exists()

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from fabe.dataset import Record, find_split_files, load_records
 from fabe.encoding import MODES, Collator, EncodedDataset, encode_records
 from fabe.losses import RANK_LOSSES, rank_loss_fn, sequence_scores, token_logprobs
+from fabe.rundir import RunDir, now, provenance, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +207,6 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
 
     from transformers import HfArgumentParser
 
-    from fabe.rundir import RunDir
-
     pre = argparse.ArgumentParser(add_help=False)
     for flag in ("--config", "--preset", "--out"):
         pre.add_argument(flag, default="")
@@ -237,8 +237,6 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
 
 def _data_files(data: str) -> tuple[Path, Path | None]:
     """(train file, valid file or None) of a dataset folder or a single file."""
-    from fabe.dataset import find_split_files
-
     path = Path(data)
     if not data:
         raise ValueError("data: give a dataset folder or file (--data)")
@@ -298,19 +296,25 @@ def _load_model(cfg: TrainConfig) -> tuple[Any, Any, bool]:
     return model, tokenizer, lora
 
 
-def _datasets(cfg: TrainConfig, tokenizer: Any) -> tuple[EncodedDataset, EncodedDataset | None, dict]:
-    from fabe.dataset import load_records
-
+def load_data(cfg: TrainConfig) -> tuple[list[Record], list[Record] | None, list[Path]]:
+    """Validate and load the train (and valid) records; raises before anything is created."""
     train_file, valid_file = _data_files(cfg.data)
-    train, counts = encode_records(load_records(train_file), tokenizer, cfg.mode, cfg.max_length)
-    if not train:
-        raise ValueError(f"data: {train_file}: no record fits max_length {cfg.max_length}")
-    valid = None
-    if valid_file is not None:
-        records = load_records(valid_file)
-        records = records[:cfg.eval_limit] if cfg.eval_limit else records
-        valid = EncodedDataset(encode_records(records, tokenizer, cfg.mode, cfg.max_length)[0])
-    return EncodedDataset(train), valid, counts
+    train = load_records(train_file)
+    valid = load_records(valid_file) if valid_file is not None else None
+    if valid is not None and cfg.eval_limit:
+        valid = valid[:cfg.eval_limit]
+    return train, valid, [f for f in (train_file, valid_file) if f is not None]
+
+
+def _encode(cfg: TrainConfig, tokenizer: Any, train: list[Record], valid: list[Record] | None,
+            ) -> tuple[EncodedDataset, EncodedDataset | None, dict]:
+    encoded, counts = encode_records(train, tokenizer, cfg.mode, cfg.max_length)
+    if not encoded:
+        raise ValueError(f"data: no training record fits max_length {cfg.max_length}")
+    valid_set = None
+    if valid is not None:
+        valid_set = EncodedDataset(encode_records(valid, tokenizer, cfg.mode, cfg.max_length)[0])
+    return EncodedDataset(encoded), valid_set, counts
 
 
 def default_run_dir(mode: str, root: str = "runs") -> Path:
@@ -332,18 +336,22 @@ def _attach_log(run_path: Path) -> logging.Handler:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Run one training run into its run directory and return that directory."""
-    from fabe.rundir import RunDir, now
-
+    """Run one training run into its run directory and return that directory. The data is
+    validated first: a bad dataset raises before the run directory is created."""
+    records = load_data(cfg)
     run = RunDir(cfg.out or default_run_dir(cfg.mode))
     if not resume and run.config_path.exists():
         raise FileExistsError(f"{run.path}: a run exists there; use --resume or another --out")
     run.path.mkdir(parents=True, exist_ok=True)
+    config = run.read_config() if resume else {"provenance": provenance(records[2])}
+    if resume:  # flags given with --resume (e.g. more steps) are recorded, and when
+        config.setdefault("resumes", []).append({"at": now(), "train": asdict(cfg)})
+    write_json_atomic(run.config_path, {**config, "train": asdict(cfg)})
     handler = _attach_log(run.path)
     try:
         run.set_status("running", pid=os.getpid(), started_at=now(), ended_at=None,
                        exit_code=None, error=None)
-        _train(cfg, run, resume)
+        _train(cfg, run, records[0], records[1])
     except BaseException as e:
         state = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
         run.set_status(state, ended_at=now(), exit_code=1, error=f"{type(e).__name__}: {e}"[:2000])
@@ -355,15 +363,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     return run.path
 
 
-def _train(cfg: TrainConfig, run: "RunDir", resume: bool) -> None:
+def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Record] | None) -> None:
     from fabe.callbacks import GracefulStop, RunMetricsCallback
-    from fabe.rundir import now, provenance, write_json_atomic
 
     model, tokenizer, lora = _load_model(cfg)
-    train_set, valid_set, counts = _datasets(cfg, tokenizer)
-    if not resume:
-        write_json_atomic(run.config_path, {"train": asdict(cfg), "lora": lora, "encoding": counts,
-                                            "provenance": provenance([f for f in _data_files(cfg.data) if f])})
+    train_set, valid_set, counts = _encode(cfg, tokenizer, train, valid)
+    run.set_status("running", finetune="lora" if lora else "full", cut_samples=counts["cut"],
+                   dropped_samples=counts["dropped"])
     stop = GracefulStop()
     trainer = FabeTrainer(
         model=model, args=_training_args(cfg, run.path, valid_set is not None),
@@ -371,9 +377,9 @@ def _train(cfg: TrainConfig, run: "RunDir", resume: bool) -> None:
         data_collator=Collator(tokenizer.pad_token_id, cfg.mode,
                                8 if torch.cuda.is_available() else None),
         callbacks=[RunMetricsCallback(run), stop], fabe=cfg, lengths=train_set.lengths)
-    checkpoint = bool(run.checkpoints()) if resume else False
-    if resume and not checkpoint:
-        logger.warning("%s: no checkpoint yet; starting from step 0", run.path)
+    checkpoint = bool(run.checkpoints())
+    if checkpoint:
+        logger.info("resuming from %s", run.checkpoints()[-1])
     try:
         trainer.train(resume_from_checkpoint=checkpoint or None)
     finally:
@@ -390,7 +396,6 @@ def save_final(trainer: Trainer, tokenizer: Any, cfg: TrainConfig, lora: bool, f
     import shutil
 
     from fabe.prompt import PROMPT_VERSION
-    from fabe.rundir import write_json_atomic
 
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from fabe.clean import Candidate, CleanConfig, Cleaner, InputTooLong, _candidates
 

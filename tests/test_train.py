@@ -188,6 +188,18 @@ def test_resume_continues_the_step_count(tmp_path, small_dataset, tiny_model_dir
     assert steps[:len(first)] == first and steps[-1] == 20
     assert steps[len(first):][0] > 10  # picked up after step 10, not from 0
     assert run.read_status()["state"] == "finished"
+    config = run.read_config()
+    assert config["train"]["max_steps"] == 20 and len(config["resumes"]) == 1
+
+
+def test_a_bad_dataset_fails_before_any_run_directory_exists(tmp_path, tiny_model_dir):
+    from fabe.dataset import DatasetError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "int x;", "output": ["int x;"], "score": [1.0]}\n')
+    with pytest.raises(DatasetError, match="bad.jsonl:1: output: 1 candidate"):
+        train(TrainConfig(data=str(bad), model=str(tiny_model_dir), out=str(tmp_path / "run")))
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_from_preset_file_and_flags(tmp_path):

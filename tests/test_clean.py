@@ -120,3 +120,21 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "cleaning 1 held-out samples" in result.stdout
     assert "poisoned" in result.stdout and "weight" in result.stdout and "exact" in result.stdout
     assert (tmp_path / "demo" / "run" / "final" / "fabe.json").exists()
+
+
+def test_a_lora_run_loads_from_its_final_and_from_a_checkpoint(tmp_path, small_dataset, tiny_model_dir):
+    from fabe.train import TrainConfig, train
+
+    run = train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(tmp_path / "lora"),
+                            finetune="lora", mode="full", max_steps=4, save_steps=2, eval_steps=0,
+                            batch_size=2, max_length=768, learning_rate=1e-2))
+    assert (run / "final" / "adapter_config.json").exists()
+    assert json.loads((run / "final" / "fabe.json").read_text())["finetune"] == "lora"
+    for source in (run, run / "checkpoint-2"):
+        cleaner = Cleaner.load(source)
+        assert type(cleaner.model).__name__ == "PeftModelForCausalLM"
+        assert len(cleaner.clean(CODE, CleanConfig(k=2, max_new_tokens=4))) == 2
+    # the adapter changed the model: its answer scores differ from the base model's
+    base = Cleaner.load(tiny_model_dir).clean(CODE, CleanConfig(k=2, max_new_tokens=4))
+    tuned = Cleaner.load(run).clean(CODE, CleanConfig(k=2, max_new_tokens=4))
+    assert [c.score for c in base] != [c.score for c in tuned]

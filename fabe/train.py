@@ -323,15 +323,27 @@ def default_run_dir(mode: str, root: str = "runs") -> Path:
     return Path(root) / f"{time.strftime('%Y%m%d-%H%M%S')}-{mode}"
 
 
-def _attach_log(run_path: Path) -> logging.Handler:
-    """Copy the library's and transformers' log records into train.log."""
+def _stderr_is(path: Path) -> bool:
+    """True when this process's stderr already goes to `path` (the run manager's launch)."""
+    try:
+        err, target = os.fstat(2), os.stat(path)
+    except OSError:
+        return False
+    return (err.st_dev, err.st_ino) == (target.st_dev, target.st_ino)
+
+
+def _attach_log(run_path: Path) -> logging.Handler | None:
+    """Copy the library's and transformers' log records into train.log, unless stderr is
+    already that file (then they reach it once, through stderr)."""
     import transformers
 
+    transformers.utils.logging.set_verbosity_info()
+    if _stderr_is(run_path / "train.log"):
+        return None
     handler = logging.FileHandler(run_path / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("fabe", "transformers"):
         logging.getLogger(name).addHandler(handler)
-    transformers.utils.logging.set_verbosity_info()
     return handler
 
 
@@ -357,9 +369,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         run.set_status(state, ended_at=now(), exit_code=1, error=f"{type(e).__name__}: {e}"[:2000])
         raise
     finally:
-        for name in ("fabe", "transformers"):
-            logging.getLogger(name).removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            for name in ("fabe", "transformers"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
     return run.path
 
 

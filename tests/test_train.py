@@ -266,3 +266,21 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_run_stopped(tmp_path, small_da
     (checkpoint,) = run.checkpoints()
     step = int(checkpoint.name.split("-")[1])
     assert 3 <= step < 5000 and not run.final_path.exists()
+
+
+def test_stderr_into_train_log_writes_each_line_once(tmp_path, small_dataset, tiny_model_dir):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "logged"
+    out.mkdir()
+    with (out / "train.log").open("w") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "fabe", "train", "--data", str(small_dataset), "--model",
+             str(tiny_model_dir), "--out", str(out), "--mode", "simple", "--max_steps", "2",
+             "--batch_size", "2", "--eval_steps", "0", "--max_length", "768"],
+            cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=log, timeout=300)
+    assert result.returncode == 0
+    text = (out / "train.log").read_text()
+    assert text.count("***** Running training *****") == 1

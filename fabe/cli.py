@@ -163,6 +163,95 @@ def _train_embedded(argv: list[str]) -> int:
     return 0
 
 
+def _runs_parser(prog: str, *, run: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m fabe runs {prog}")
+    parser.add_argument("--root", default="runs", help="Folder holding the run directories.")
+    if run:
+        parser.add_argument("run", help="Run id (a folder under --root) or a run directory.")
+    return parser
+
+
+def _run_path(root: str, run: str):
+    from pathlib import Path
+
+    path = Path(run) if Path(run).is_dir() else Path(root) / run
+    if not (path / "status.json").exists():
+        raise ValueError(f"{run}: no such run under {root}")
+    return path
+
+
+def _runs_list(argv: list[str]) -> int:
+    from fabe.runs import info_dicts, list_runs
+
+    parser = _runs_parser("list", run=False)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    runs = list_runs(args.root)
+    if args.json:
+        print(json.dumps(info_dicts(runs), indent=2))
+    elif runs:
+        import pandas as pd
+
+        cols = ["id", "state", "mode", "model", "gpus", "step", "max_steps", "s_per_step", "eta_s", "last_loss"]
+        print(pd.DataFrame(info_dicts(runs))[cols].to_string(index=False))
+    else:
+        print(f"no runs under {args.root}")
+    return 0
+
+
+def _runs_launch(argv: list[str]) -> int:
+    from fabe.runs import launch
+    from fabe.train import parse_train_config
+
+    parser = _runs_parser("launch", run=False)
+    parser.add_argument("--gpus", default="cpu", help="'cpu' or GPU indices such as 0,1.")
+    parser.add_argument("--name", help="Run id (default: time and mode).")
+    args, rest = parser.parse_known_args(argv)
+    cfg, _ = parse_train_config(rest)
+    run = launch(cfg, args.gpus, args.root, args.name)
+    print(f"launched {run.path} ({run.read_status()['state']})")
+    return 0
+
+
+def _runs_stop(argv: list[str]) -> int:
+    from fabe.runs import stop
+
+    parser = _runs_parser("stop")
+    parser.add_argument("--grace", type=float, default=120.0, help="Seconds before SIGKILL.")
+    args = parser.parse_args(argv)
+    print(f"{args.run}: {stop(_run_path(args.root, args.run), args.grace)['state']}")
+    return 0
+
+
+def _runs_resume(argv: list[str]) -> int:
+    from fabe.runs import resume
+
+    args = _runs_parser("resume").parse_args(argv)
+    run = resume(_run_path(args.root, args.run))
+    print(f"{args.run}: {run.read_status()['state']}")
+    return 0
+
+
+def _runs_delete(argv: list[str]) -> int:
+    from fabe.runs import delete
+
+    parser = _runs_parser("delete")
+    parser.add_argument("--yes", action="store_true", help="Confirm the deletion.")
+    args = parser.parse_args(argv)
+    if not args.yes and sys.stdin.isatty():
+        args.yes = input(f"delete run {args.run} and all its checkpoints? [y/N] ").lower() == "y"
+    delete(_run_path(args.root, args.run), confirm=args.yes)
+    print(f"{args.run}: deleted")
+    return 0
+
+
+def _runs_start(argv: list[str]) -> int:
+    from fabe.runs import start
+
+    start(argv[0])
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("data", "build"): (_data_build, "build a poisoned dataset with scored candidates"),
     ("data", "check"): (_data_check, "validate a Tuna-format file (exit 0 or list the errors)"),
@@ -172,12 +261,19 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
+    ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
+    ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),
+    ("runs", "stop"): (_runs_stop, "stop a run (SIGTERM to its process group, then SIGKILL)"),
+    ("runs", "resume"): (_runs_resume, "continue a stopped or failed run from its last checkpoint"),
+    ("runs", "delete"): (_runs_delete, "delete a run that is not running"),
+    ("runs", "_start"): (_runs_start, "internal: the detached starter of a run"),
 }
 
 
 def usage() -> str:
     lines = ["usage: python -m fabe GROUP COMMAND [flags]   (COMMAND --help for its flags)", ""]
-    lines += [f"  {' '.join(words):<18} {doc}" for words, (_, doc) in COMMANDS.items()]
+    lines += [f"  {' '.join(words):<18} {doc}" for words, (_, doc) in COMMANDS.items()
+              if not words[-1].startswith("_")]
     return "\n".join(lines)
 
 

@@ -347,6 +347,22 @@ def _attach_log(run_path: Path) -> logging.Handler | None:
     return handler
 
 
+def _is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes the run directory."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _start_fields() -> dict[str, Any]:
+    """Status fields of a starting run. Under the run manager the starter has recorded its
+    pid (the torchrun agent's, for several GPUs), which must stay the run's pid."""
+    fields: dict[str, Any] = dict(started_at=now(), ended_at=None, exit_code=None, error=None)
+    if not os.environ.get("FABE_MANAGED"):
+        import psutil
+
+        fields.update(pid=os.getpid(), pid_created=psutil.Process().create_time())
+    return fields
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Run one training run into its run directory and return that directory. The data is
     validated first: a bad dataset raises before the run directory is created."""
@@ -354,6 +370,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     run = RunDir(cfg.out or default_run_dir(cfg.mode))
     if not resume and run.config_path.exists():
         raise FileExistsError(f"{run.path}: a run exists there; use --resume or another --out")
+    if not _is_main_process():
+        _train(cfg, run, records[0], records[1])
+        return run.path
     run.path.mkdir(parents=True, exist_ok=True)
     config = run.read_config() if resume else {"provenance": provenance(records[2])}
     if resume:  # flags given with --resume (e.g. more steps) are recorded, and when
@@ -361,12 +380,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     write_json_atomic(run.config_path, {**config, "train": asdict(cfg)})
     handler = _attach_log(run.path)
     try:
-        run.set_status("running", pid=os.getpid(), started_at=now(), ended_at=None,
-                       exit_code=None, error=None)
+        run.set_status("running", **_start_fields())
         _train(cfg, run, records[0], records[1])
     except BaseException as e:
+        from fabe.runs import failure_hint
+
         state = "stopped" if isinstance(e, KeyboardInterrupt) else "failed"
-        run.set_status(state, ended_at=now(), exit_code=1, error=f"{type(e).__name__}: {e}"[:2000])
+        error = f"{type(e).__name__}: {e}"[:2000]
+        run.set_status(state, ended_at=now(), exit_code=1, error=error, hint=failure_hint(error))
         raise
     finally:
         if handler is not None:
@@ -381,8 +402,10 @@ def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Recor
 
     model, tokenizer, lora = _load_model(cfg)
     train_set, valid_set, counts = _encode(cfg, tokenizer, train, valid)
-    run.set_status("running", finetune="lora" if lora else "full", cut_samples=counts["cut"],
-                   dropped_samples=counts["dropped"])
+    main = _is_main_process()
+    if main:
+        run.set_status("running", finetune="lora" if lora else "full", cut_samples=counts["cut"],
+                       dropped_samples=counts["dropped"])
     stop = GracefulStop()
     trainer = FabeTrainer(
         model=model, args=_training_args(cfg, run.path, valid_set is not None),
@@ -397,6 +420,8 @@ def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Recor
         trainer.train(resume_from_checkpoint=checkpoint or None)
     finally:
         stop.restore()
+    if not main:
+        return
     if stop.requested:
         run.set_status("stopped", ended_at=now(), exit_code=0)
         return

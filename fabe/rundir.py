@@ -74,6 +74,23 @@ class RunDir:
                 continue
         return rows
 
+    def read_metrics_from(self, offset: int = 0) -> tuple[list[dict], int]:
+        """Rows appended since byte `offset`, and the offset to read from next time. Only
+        complete lines are consumed: a line still being written waits for the next read."""
+        if not self.metrics_path.exists():
+            return [], 0
+        with self.metrics_path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        rows = []
+        for line in data[:end].splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line torn by a crash, followed by later complete lines
+        return rows, offset + end
+
     def checkpoints(self) -> list[Path]:
         """checkpoint-N folders, oldest step first."""
         found = [p for p in self.path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]

@@ -173,14 +173,41 @@ def parse_gpus(spec: str | None) -> list[int]:
     return gpus
 
 
-def train_command(run: RunDir, gpus: list[int], resume: bool = False) -> list[str]:
+def train_command(cfg: Any, run_path: str | Path, gpus: list[int], resume: bool = False) -> list[str]:
     """The exact command a run executes (what 'Preview command' shows)."""
+    from fabe.train import config_to_argv
+
     head = [sys.executable, "-m", "fabe"] if len(gpus) <= 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={len(gpus)}", "-m", "fabe"]
-    tail = ["--resume", "--out", str(run.path)] if resume else [
-        "--config", str(run.path / "train.yaml"), "--out", str(run.path)]
-    return head + ["train"] + tail
+    tail = ["--resume"] if resume else config_to_argv(cfg)
+    return head + ["train", *tail, "--out", str(run_path)]
+
+
+def check_launch(cfg: Any, gpus: str | None) -> list[str]:
+    """Every problem a launch would hit, found without loading a model: GPUs, the dataset
+    (each validation error) and a local model path."""
+    from fabe.dataset import DatasetError
+    from fabe.modeling import ModelLoadError, check_model_source
+    from fabe.train import load_data
+
+    problems: list[str] = []
+    try:
+        parse_gpus(gpus)
+    except ValueError as e:
+        problems.append(str(e))
+    try:
+        load_data(cfg)
+    except DatasetError as e:
+        problems += e.errors
+    except ValueError as e:
+        problems.append(str(e))
+    if cfg.model != "embedded":
+        try:
+            check_model_source(cfg.model)
+        except ModelLoadError as e:
+            problems.append(f"model: {e}")
+    return problems
 
 
 def launch(cfg: Any, gpus: str | None = "cpu", root: str | Path = "runs",
@@ -200,7 +227,7 @@ def launch(cfg: Any, gpus: str | None = "cpu", root: str | Path = "runs",
     run.path.mkdir(parents=True)
     cfg.out = str(run.path)
     (run.path / "train.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
-    _queue(run, gpu_list, train_command(run, gpu_list), asdict(cfg))
+    _queue(run, gpu_list, train_command(cfg, run.path, gpu_list), asdict(cfg))
     return run
 
 
@@ -291,7 +318,7 @@ def resume(run_path: str | Path) -> RunDir:
     launch_info = _read_json(run.path / "launch.json")
     gpus = parse_gpus(launch_info.get("gpus"))
     train = launch_info.get("train") or run.read_config()["train"]
-    _queue(run, gpus, train_command(run, gpus, resume=True), train)
+    _queue(run, gpus, train_command(None, run.path, gpus, resume=True), train)
     return run
 
 

@@ -113,6 +113,19 @@ PRESETS["deepseek-6.7b"] = {**PRESETS["deepseek-1.3b"],
                             "model": "deepseek-ai/deepseek-coder-6.7b-instruct"}
 
 
+def config_to_argv(cfg: TrainConfig) -> list[str]:
+    """Flags that rebuild `cfg` from the defaults: what `train` is launched with."""
+    from dataclasses import fields
+
+    argv: list[str] = []
+    for f in fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "out" or value == f.default:
+            continue
+        argv += [f"--{f.name}", str(value)]
+    return argv
+
+
 class FabeTrainer(Trainer):
     """Trainer whose loss is alpha * MLE (+ beta * ranking in full mode)."""
 

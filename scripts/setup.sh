@@ -10,3 +10,11 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r "$req"
 .venv/bin/python -m pip install --quiet --no-deps -e .
+# Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
+if [ "$req" = requirements-dev.txt ] && ! command -v chromium >/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+    else
+        echo "note: install Debian's chromium (apt-get install chromium) to run the browser tests" >&2
+    fi
+fi

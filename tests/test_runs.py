@@ -40,6 +40,10 @@ def cfg(small_dataset, tiny_model_dir):
     return make
 
 
+def cfg_used(run: RunDir) -> TrainConfig:
+    return TrainConfig(**json.loads((run.path / "launch.json").read_text())["train"])
+
+
 def state(run: RunDir) -> str:
     return runs.reconcile(run)["state"]
 
@@ -54,8 +58,11 @@ def test_a_launched_run_trains_detached_and_finishes(tmp_path, cfg):
     (info,) = runs.list_runs(tmp_path)
     assert (info.id, info.state, info.mode, info.step, info.max_steps) == ("first", "finished", "simple", 6, 6)
     launch = json.loads((run.path / "launch.json").read_text())
-    assert launch["argv"][1:] == ["-m", "fabe", "train", "--config", str(run.path / "train.yaml"),
-                                  "--out", str(run.path)]
+    assert launch["argv"][1:4] == ["-m", "fabe", "train"] and launch["argv"][-2:] == ["--out", str(run.path)]
+    from fabe.train import parse_train_config
+
+    rebuilt, _ = parse_train_config(launch["argv"][4:])
+    assert rebuilt == cfg_used(run)
 
 
 def test_two_runs_on_one_gpu_run_one_after_the_other(tmp_path, cfg):

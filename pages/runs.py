@@ -1,0 +1,140 @@
+"""Runs tab: every run with its state and progress; for the selected run, live loss and
+learning-rate charts, a progress bar with ETA, the log tail and GPU memory; Stop, Resume,
+Delete. Polling reads only the metrics appended since the last read and stops when the run
+has ended."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from fabe import runs
+from fabe.rundir import RunDir
+from pages.context import AppContext
+from pages.plots import loss_figure, lr_figure
+
+COLUMNS = ["id", "state", "mode", "model", "gpus", "step/max", "s/step", "ETA", "started", "last loss"]
+
+
+@dataclass
+class RunsTab:
+    select: Any  # (run id) -> the outputs of showing that run
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    h, rest = divmod(int(seconds), 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def runs_table(ctx: AppContext) -> list[list[Any]]:
+    rows = []
+    for r in runs.list_runs(ctx.runs_dir):
+        started = time.strftime("%m-%d %H:%M", time.localtime(r.started_at)) if r.started_at else ""
+        rows.append([r.id, r.state, r.mode, r.model, r.gpus,
+                     f"{r.step or 0}/{r.max_steps or '?'}", r.s_per_step or "", _eta(r.eta_s), started,
+                     round(r.last_loss, 4) if r.last_loss is not None else ""])
+    return rows
+
+
+def _progress_html(info: runs.RunInfo | None) -> str:
+    if info is None:
+        return ""
+    done = (info.step or 0) / info.max_steps if info.max_steps else 0.0
+    eta = f", ETA {_eta(info.eta_s)}" if info.eta_s is not None else ""
+    hint = f"<br><b>Hint:</b> {info.hint}" if info.hint else ""
+    return (f"<div id='run-progress'><b>{info.id}</b>: {info.state}, step {info.step or 0}/"
+            f"{info.max_steps or '?'}{eta}<progress value='{done:.4f}' max='1' style='width:100%'>"
+            f"</progress>{hint}</div>")
+
+
+def _gpu_markdown() -> str:
+    gpus = runs.gpu_list()
+    if not gpus:
+        return "No GPU on this machine (CPU runs only)."
+    return "\n".join(f"- GPU {g['index']} {g['name']}: {g['memory_used_mb']} / {g['memory_total_mb']} MB"
+                     for g in gpus)
+
+
+def show(ctx: AppContext, run_id: str | None, state: dict | None):
+    """Everything shown for `run_id`, reading only metrics appended since `state`."""
+    if not run_id:
+        return {"run": None, "offset": 0, "rows": []}, None, None, "", "", gr.Timer(active=False)
+    if not state or state.get("run") != run_id:
+        state = {"run": run_id, "offset": 0, "rows": []}
+    run = RunDir(ctx.runs_dir / run_id)
+    new_rows, offset = run.read_metrics_from(state["offset"])
+    state = {"run": run_id, "offset": offset, "rows": state["rows"] + new_rows}
+    info = runs.run_info(run) if run.path.exists() else None
+    live = info is not None and info.state in runs.LIVE
+    return (state, loss_figure(state["rows"]), lr_figure(state["rows"]), _progress_html(info),
+            runs.log_tail(run, 40) if info else "", gr.Timer(active=live))
+
+
+def build(ctx: AppContext) -> RunsTab:
+    with gr.Tab("Runs", id="runs"):
+        table = gr.Dataframe(headers=COLUMNS, value=lambda: runs_table(ctx), interactive=False,
+                             elem_id="runs-table")
+        with gr.Row():
+            refresh = gr.Button("Refresh")
+            pick = gr.Dropdown(label="Run", choices=[r[0] for r in runs_table(ctx)], elem_id="run-pick")
+        progress = gr.HTML()
+        with gr.Row():
+            loss_plot = gr.Plot(elem_id="loss-plot")
+            lr_plot = gr.Plot(elem_id="lr-plot")
+        log = gr.Textbox(label="train.log (last lines)", lines=12, max_lines=12, elem_id="run-log")
+        gpus = gr.Markdown(_gpu_markdown())
+        with gr.Row():
+            stop_btn = gr.Button("Stop")
+            resume_btn = gr.Button("Resume")
+            confirm = gr.Checkbox(label="Yes, delete this run and its checkpoints")
+            delete_btn = gr.Button("Delete", variant="stop")
+        action = gr.Markdown(elem_id="run-action")
+        state = gr.State({"run": None, "offset": 0, "rows": []})
+        timer = gr.Timer(2.0, active=False)
+        shown = [state, loss_plot, lr_plot, progress, log, timer]
+
+        def on_refresh(run_id: str | None):
+            rows = runs_table(ctx)
+            ids = [r[0] for r in rows]
+            return rows, gr.update(choices=ids, value=run_id if run_id in ids else None), _gpu_markdown()
+
+        def on_select(run_id: str | None):
+            return show(ctx, run_id, None)
+
+        def on_tick(run_id: str | None, st: dict):
+            return (*show(ctx, run_id, st), runs_table(ctx))
+
+        def act(fn, verb: str):
+            def handler(run_id: str | None, *extra: Any) -> str:
+                if not run_id:
+                    return "Pick a run first."
+                try:
+                    fn(ctx.runs_dir / run_id, *extra)
+                except ValueError as e:
+                    return f"**{verb} failed:** {e}"
+                return f"{verb}: **{run_id}**"
+            return handler
+
+        refresh.click(on_refresh, [pick], [table, pick, gpus], api_name="refresh_runs")
+        pick.change(on_select, [pick], shown, api_name="show_run")
+        timer.tick(on_tick, [pick, state], shown + [table], api_name="poll_run")
+        stop_btn.click(act(lambda p: runs.stop(p, grace_s=120), "Stopped"), [pick], [action],
+                       api_name="stop_run").then(on_select, [pick], shown).then(
+            on_refresh, [pick], [table, pick, gpus])
+        resume_btn.click(act(runs.resume, "Resumed"), [pick], [action], api_name="resume_run").then(
+            on_select, [pick], shown).then(on_refresh, [pick], [table, pick, gpus])
+        delete_btn.click(act(lambda p, ok: runs.delete(p, confirm=ok), "Deleted"), [pick, confirm], [action],
+                         api_name="delete_run").then(on_refresh, [pick], [table, pick, gpus])
+
+        def select(run_id: str):
+            if not run_id:
+                return gr.update(), gr.update()
+            rows = runs_table(ctx)
+            return (rows, gr.update(choices=[r[0] for r in rows], value=run_id))
+
+        return RunsTab(select=(select, [table, pick]))

@@ -1,0 +1,112 @@
+"""The real app in headless Chromium: fill the Train form, preview, launch, watch the run's
+loss chart gain points, stop it; a launch with a bad dataset shows every error and creates
+no run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    import app
+
+    runs_dir = tmp_path_factory.mktemp("app") / "runs"
+    demo = app.build_app(runs_dir)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True,
+                        quiet=True, ssr_mode=False)
+    yield f"http://127.0.0.1:{port}", runs_dir
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page()
+        pg.goto(app_url[0])
+        pg.wait_for_selector("text=Preview command", timeout=60_000)
+        yield pg
+        browser.close()
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Tab")
+
+
+def table_has(page, text: str, timeout: int = 60_000) -> None:
+    page.wait_for_function(f"() => (document.querySelector('#runs-table')?.innerText || '').includes('{text}')",
+                           timeout=timeout)
+
+
+def plot_points(page) -> int:
+    return page.evaluate("""() => {
+        const plot = document.querySelector('#loss-plot .js-plotly-plot');
+        if (!plot || !plot.data || !plot.data.length) return 0;
+        return plot.data[0].x.length; }""")
+
+
+def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_dir):
+    runs_dir = app_url[1]
+    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(small_dataset))
+    fill(page, "Model (embedded, a folder or a hub id)", str(tiny_model_dir))
+    fill(page, "Max steps (-1: epochs)", "3000")
+    fill(page, "Logging steps", "1")
+    fill(page, "Eval steps", "0")
+    fill(page, "Batch size", "2")
+    fill(page, "Max length", "768")
+    fill(page, "Run name (optional)", "browser-run")
+    page.get_by_role("button", name="Preview command").click()
+    page.wait_for_function("() => document.body.innerText.includes('--max_steps 3000')", timeout=30_000)
+    command = page.locator(".cm-content").first.inner_text()
+    assert "-m fabe train" in command and str(small_dataset) in command and "browser-run" in command
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_function(  # the page then switches to the Runs tab, hiding this message
+        "() => document.querySelector('#launch-message').textContent.includes('Launched')", timeout=60_000)
+    table_has(page, "browser-run")
+    page.wait_for_function("""() => { const p = document.querySelector('#loss-plot .js-plotly-plot');
+        return p && p.data && p.data.length && p.data[0].x.length >= 2; }""", timeout=180_000)
+    first = plot_points(page)
+    page.wait_for_function(f"""() => document.querySelector('#loss-plot .js-plotly-plot').data[0].x.length
+        > {first}""", timeout=120_000)  # the chart keeps gaining points while the run trains
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_selector("#run-action >> text=Stopped", timeout=180_000)
+    table_has(page, "stopped")
+    assert (runs_dir / "browser-run" / "status.json").exists()
+
+
+def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_path):
+    runs_dir = app_url[1]
+    before = sorted(p.name for p in runs_dir.iterdir())
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "int x;", "output": ["a"], "score": [1]}\n{oops\n')
+    page.get_by_role("tab", name="Train").click()
+    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(bad))
+    fill(page, "Run name (optional)", "never")
+    page.get_by_role("button", name="Launch").click()
+    page.wait_for_selector("#launch-message >> text=Cannot launch", timeout=60_000)
+    text = page.locator("#launch-message").inner_text()
+    assert "bad.jsonl:1: output: 1 candidate" in text and "bad.jsonl:2: json" in text
+    assert sorted(p.name for p in runs_dir.iterdir()) == before

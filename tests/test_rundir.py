@@ -1,0 +1,43 @@
+"""The run directory's files: atomic status, incremental metrics reads, torn lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fabe.rundir import RunDir
+
+
+def test_incremental_reads_return_only_new_complete_lines(tmp_path):
+    run = RunDir(tmp_path)
+    run.append_metrics({"step": 1, "loss": 2.0})
+    rows, offset = run.read_metrics_from(0)
+    assert [r["step"] for r in rows] == [1]
+    with run.metrics_path.open("a") as f:
+        f.write(json.dumps({"step": 2, "loss": 1.5}) + "\n" + '{"step": 3, "lo')  # 3 is half-written
+    rows, offset = run.read_metrics_from(offset)
+    assert [r["step"] for r in rows] == [2]
+    with run.metrics_path.open("a") as f:
+        f.write('ss": 1.0}\n')
+    rows, offset = run.read_metrics_from(offset)
+    assert rows == [{"step": 3, "loss": 1.0}]
+    assert run.read_metrics_from(offset) == ([], offset)
+
+
+def test_a_torn_line_from_a_crash_is_skipped(tmp_path):
+    run = RunDir(tmp_path)
+    run.metrics_path.write_text('{"step": 1}\n{"step": 2, "lo\n{"step": 3}\n{"step": 4, "x')
+    assert [r["step"] for r in run.read_metrics()] == [1, 3]
+    rows, _ = run.read_metrics_from(0)
+    assert [r["step"] for r in rows] == [1, 3]
+
+
+def test_status_is_merged_and_replaced_atomically(tmp_path):
+    run = RunDir(tmp_path)
+    run.set_status("running", pid=12)
+    run.set_status("finished", exit_code=0)
+    assert run.read_status() == {"pid": 12, "state": "finished", "exit_code": 0}
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary file left
+    with pytest.raises(ValueError, match="Unknown run state: paused"):
+        run.set_status("paused")

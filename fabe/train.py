@@ -351,6 +351,9 @@ def _attach_log(run_path: Path) -> logging.Handler | None:
     import transformers
 
     transformers.utils.logging.set_verbosity_info()
+    # transformers prints through its own handler; with CI set it also propagates to the
+    # root logger, which would print every line twice.
+    logging.getLogger("transformers").propagate = False
     if _stderr_is(run_path / "train.log"):
         return None
     handler = logging.FileHandler(run_path / "train.log")

@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--checkpoints", default="all", help="'all', 'last' or a comma list of steps")
     parser.add_argument("--out", help="Write the table as JSON here too.")
+    parser.add_argument("--times", help="Run whose metrics.jsonl dates the steps (default --run).")
     args = parser.parse_args()
     run = RunDir(args.run)
     points = run.checkpoints()
@@ -42,7 +43,7 @@ def main() -> None:
     elif args.checkpoints != "all":
         wanted = {int(s) for s in args.checkpoints.split(",")}
         points = [p for p in points if int(p.name.split("-")[1]) in wanted]
-    minutes = minutes_at(run)
+    minutes = minutes_at(RunDir(args.times or args.run))
     table = []
     for point in points:
         step = int(point.name.split("-")[1])

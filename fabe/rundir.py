@@ -64,15 +64,7 @@ class RunDir:
 
     def read_metrics(self) -> list[dict]:
         """Every complete metrics line; a torn last line (a crash mid-write) is skipped."""
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return rows
+        return self.read_metrics_from(0)[0]
 
     def read_metrics_from(self, offset: int = 0) -> tuple[list[dict], int]:
         """Rows appended since byte `offset`, and the offset to read from next time. Only

@@ -75,15 +75,19 @@ def _process_alive(pid: int | None, created: float | None) -> bool:
         return False
 
 
+def _file_end(path: Path, size: int) -> str:
+    """The last `size` bytes of a file as text ("" when it does not exist)."""
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - size))
+        return f.read().decode("utf-8", errors="replace")
+
+
 def log_tail(run: RunDir, lines: int = 30) -> str:
     """The last `lines` lines of train.log, read from its end."""
-    if not run.log_path.exists():
-        return ""
-    with run.log_path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 64 * 1024))
-        text = f.read().decode("utf-8", errors="replace")
+    text = _file_end(run.log_path, 64 * 1024)
     return "\n".join(text.replace("\r", "\n").splitlines()[-lines:])
 
 
@@ -112,13 +116,7 @@ def reconcile(run: RunDir) -> dict:
 
 def _last_metrics(run: RunDir) -> dict:
     """The last complete training row of metrics.jsonl (reads only the file's end)."""
-    if not run.metrics_path.exists():
-        return {}
-    with run.metrics_path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 16 * 1024))
-        lines = f.read().decode("utf-8", errors="replace").splitlines()
-    for line in reversed(lines):
+    for line in reversed(_file_end(run.metrics_path, 16 * 1024).splitlines()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError:

@@ -89,6 +89,39 @@ class RunDir:
         return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+class MetricsFollower:
+    """A run's metrics kept current by reading only the lines appended since the last poll,
+    as columns (one list per field) so a live chart over a long run costs no re-parsing.
+    A file that shrank or was replaced (a deleted and re-created run) is read afresh."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.offset = 0
+        self.identity: tuple[int, int] | None = None
+        self.columns: dict[str, list] = {}
+        self.length = 0
+
+    def poll(self) -> int:
+        """Read what was appended; the number of new rows."""
+        try:
+            st = self.run.metrics_path.stat()
+        except FileNotFoundError:
+            st = None
+        identity = (st.st_dev, st.st_ino) if st else None
+        if identity != self.identity or (st and st.st_size < self.offset):
+            self.identity, self.offset, self.columns, self.length = identity, 0, {}, 0
+        if st is None or st.st_size == self.offset:
+            return 0
+        rows, self.offset = self.run.read_metrics_from(self.offset)
+        for row in rows:
+            for key in row.keys() - self.columns.keys():
+                self.columns[key] = [None] * self.length
+            for key, column in self.columns.items():
+                column.append(row.get(key))
+            self.length += 1
+        return len(rows)
+
+
 def now() -> float:
     return round(time.time(), 3)
 

@@ -192,15 +192,23 @@ class FabeTrainer(Trainer):
 
 # ---------------------------------------------------------------- config parsing
 
-def _file_values(path: str) -> dict[str, Any]:
-    """Values of a YAML or JSON config file; unknown keys are errors that name the file."""
+def read_config_file(path: str) -> dict[str, Any]:
+    """Values of a YAML or JSON config file; unknown keys and syntax errors are ValueErrors
+    that name the file (and the line)."""
     import difflib
     import json
 
     import yaml
 
     text = Path(path).read_text()
-    values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text) or {}
+    try:
+        values = json.loads(text) if path.endswith(".json") else yaml.safe_load(text) or {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: not valid JSON: {e.msg}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ValueError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
     names = list(TrainConfig.__dataclass_fields__)
@@ -231,7 +239,7 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
             raise ValueError(f"--resume: {known.out or '(no --out)'} is not a run directory with a config.json")
         base = run.read_config()["train"]
     else:
-        file_values = _file_values(known.config) if known.config else {}
+        file_values = read_config_file(known.config) if known.config else {}
         preset = known.preset or file_values.get("preset", "")
         if preset and preset not in PRESETS:
             raise ValueError(f"preset: unknown {preset!r}; choose among {list(PRESETS)}")

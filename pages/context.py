@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from fabe.rundir import MetricsFollower, RunDir
 
 
 @dataclass
 class AppContext:
     runs_dir: Path
+    followers: dict[str, MetricsFollower] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def metrics(self, run_id: str) -> dict[str, list]:
+        """The run's metrics columns, brought up to date by reading only what was appended.
+        One follower per run, shared by every open tab."""
+        with self.lock:
+            follower = self.followers.setdefault(run_id, MetricsFollower(RunDir(self.runs_dir / run_id)))
+            follower.poll()
+            return follower.columns

@@ -1,47 +1,74 @@
-"""Plotly figures of a run's metrics: losses (raw and smoothed), eval loss, learning rate."""
+"""Plotly figures of a run's metrics: losses (raw and smoothed), eval loss, learning rate.
+
+They take the columns of `fabe.rundir.MetricsFollower`. A long run logs hundreds of thousands
+of points; each trace is thinned to at most `MAX_POINTS` (smoothing is computed before
+thinning, on every point), so the page stays fast however long the run."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
 LOSSES = (("loss", "total"), ("mle_loss", "MLE"), ("rank_loss", "ranking"))
+MAX_POINTS = 2000
+LAYOUT = dict(xaxis_title="step", height=340, margin=dict(l=40, r=10, t=40, b=40))
 
 
-def _smoothed(series: pd.Series, alpha: float = 0.1) -> list[float]:
-    return series.ewm(alpha=alpha, adjust=False).mean().tolist()
+def _smoothed(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    return pd.Series(values).ewm(alpha=alpha, adjust=False).mean().to_numpy()
 
 
-def _line(x: pd.Series, y: pd.Series | list, **kwargs) -> go.Scatter:
-    """A trace of plain lists (not plotly's base64 arrays), readable from the page's DOM."""
-    return go.Scatter(x=list(x), y=list(y), **kwargs)
+def thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
+    """Indices of at most `max_points` evenly spread points out of `n`, the last one included."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
 
 
-def loss_figure(rows: list[dict]) -> go.Figure:
-    fig = go.Figure()
-    frame = pd.DataFrame(rows)
-    if not frame.empty and "loss" in frame:
-        train = frame[frame["loss"].notna()]
-        for column, name in LOSSES:
-            if column in train and train[column].notna().any():
-                part = train[train[column].notna()]
-                fig.add_trace(_line(part["step"], part[column], name=f"{name} (raw)",
-                                    mode="lines", opacity=0.35))
-                fig.add_trace(_line(part["step"], _smoothed(part[column]),
-                                    name=f"{name} (smoothed)", mode="lines"))
-        if "eval_loss" in frame and frame["eval_loss"].notna().any():
-            ev = frame[frame["eval_loss"].notna()]
-            fig.add_trace(_line(ev["step"], ev["eval_loss"], name="eval", mode="lines+markers"))
-    fig.update_layout(title="Loss", xaxis_title="step", height=340, margin=dict(l=40, r=10, t=40, b=40))
-    return fig
+def _line(x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
+    """A thinned scatter trace of plain lists (not plotly's base64 arrays), readable from the
+    page's DOM."""
+    keep = thin(len(x))
+    return dict(type="scatter", x=x[keep].tolist(), y=y[keep].tolist(), **kwargs)
 
 
-def lr_figure(rows: list[dict]) -> go.Figure:
-    fig = go.Figure()
-    frame = pd.DataFrame(rows)
-    if not frame.empty and "learning_rate" in frame and frame["learning_rate"].notna().any():
-        part = frame[frame["learning_rate"].notna()]
-        fig.add_trace(_line(part["step"], part["learning_rate"], name="learning rate", mode="lines"))
-    fig.update_layout(title="Learning rate", xaxis_title="step", height=340,
-                      margin=dict(l=40, r=10, t=40, b=40))
-    return fig
+def _figure(traces: list[dict], title: str) -> go.Figure:
+    """Built without plotly's per-point validation, which costs more than the rest of a refresh;
+    the traces are made here from floats and ints only."""
+    return go.Figure(data=traces, layout=dict(title=title, **LAYOUT), _validate=False)
+
+
+def _series(columns: dict[str, list], column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) where `column` was logged, by step; a step logged again after a resume
+    keeps its latest value."""
+    if column not in columns:
+        return np.empty(0), np.empty(0)
+    steps = np.asarray(columns["step"], dtype=float)
+    values = np.asarray(columns[column], dtype=float)  # None -> nan
+    logged = ~np.isnan(values)
+    steps, values = steps[logged], values[logged]
+    if len(steps) > 1 and not (np.diff(steps) > 0).all():
+        _, last = np.unique(steps[::-1], return_index=True)  # first from the end = latest
+        keep = len(steps) - 1 - last
+        steps, values = steps[keep], values[keep]
+    return steps.astype(int), values
+
+
+def loss_figure(columns: dict[str, list]) -> go.Figure:
+    traces = []
+    for column, name in LOSSES:
+        steps, values = _series(columns, column)
+        if len(values):
+            traces.append(_line(steps, values, name=f"{name} (raw)", mode="lines", opacity=0.35))
+            traces.append(_line(steps, _smoothed(values), name=f"{name} (smoothed)", mode="lines"))
+    steps, values = _series(columns, "eval_loss")
+    if len(values):
+        traces.append(_line(steps, values, name="eval", mode="lines+markers"))
+    return _figure(traces, "Loss")
+
+
+def lr_figure(columns: dict[str, list]) -> go.Figure:
+    steps, values = _series(columns, "learning_rate")
+    return _figure([_line(steps, values, name="learning rate", mode="lines")] if len(values) else [],
+                   "Learning rate")

@@ -1,7 +1,7 @@
 """Runs tab: every run with its state and progress; for the selected run, live loss and
 learning-rate charts, a progress bar with ETA, the log tail and GPU memory; Stop, Resume,
-Delete. Polling reads only the metrics appended since the last read and stops when the run
-has ended."""
+Delete. Polling reads only the metrics appended since the last read (shared by every open
+tab) and stops when the run has ended."""
 
 from __future__ import annotations
 
@@ -60,18 +60,15 @@ def _gpu_markdown() -> str:
                      for g in gpus)
 
 
-def show(ctx: AppContext, run_id: str | None, state: dict | None):
-    """Everything shown for `run_id`, reading only metrics appended since `state`."""
+def show(ctx: AppContext, run_id: str | None):
+    """Everything shown for `run_id`; its metrics are read incrementally (see AppContext)."""
     if not run_id:
-        return {"run": None, "offset": 0, "rows": []}, None, None, "", "", gr.Timer(active=False)
-    if not state or state.get("run") != run_id:
-        state = {"run": run_id, "offset": 0, "rows": []}
+        return None, None, "", "", gr.Timer(active=False)
     run = RunDir(ctx.runs_dir / run_id)
-    new_rows, offset = run.read_metrics_from(state["offset"])
-    state = {"run": run_id, "offset": offset, "rows": state["rows"] + new_rows}
+    columns = ctx.metrics(run_id)
     info = runs.run_info(run) if run.path.exists() else None
     live = info is not None and info.state in runs.LIVE
-    return (state, loss_figure(state["rows"]), lr_figure(state["rows"]), _progress_html(info),
+    return (loss_figure(columns), lr_figure(columns), _progress_html(info),
             runs.log_tail(run, 40) if info else "", gr.Timer(active=live))
 
 
@@ -94,9 +91,8 @@ def build(ctx: AppContext) -> RunsTab:
             confirm = gr.Checkbox(label="Yes, delete this run and its checkpoints")
             delete_btn = gr.Button("Delete", variant="stop")
         action = gr.Markdown(elem_id="run-action")
-        state = gr.State({"run": None, "offset": 0, "rows": []})
         timer = gr.Timer(2.0, active=False)
-        shown = [state, loss_plot, lr_plot, progress, log, timer]
+        shown = [loss_plot, lr_plot, progress, log, timer]
 
         def on_refresh(run_id: str | None):
             rows = runs_table(ctx)
@@ -104,10 +100,10 @@ def build(ctx: AppContext) -> RunsTab:
             return rows, gr.update(choices=ids, value=run_id if run_id in ids else None), _gpu_markdown()
 
         def on_select(run_id: str | None):
-            return show(ctx, run_id, None)
+            return show(ctx, run_id)
 
-        def on_tick(run_id: str | None, st: dict):
-            return (*show(ctx, run_id, st), runs_table(ctx))
+        def on_tick(run_id: str | None):
+            return (*show(ctx, run_id), runs_table(ctx))
 
         def act(fn, verb: str):
             def handler(run_id: str | None, *extra: Any) -> str:
@@ -122,7 +118,7 @@ def build(ctx: AppContext) -> RunsTab:
 
         refresh.click(on_refresh, [pick], [table, pick, gpus], api_name="refresh_runs")
         pick.change(on_select, [pick], shown, api_name="show_run")
-        timer.tick(on_tick, [pick, state], shown + [table], api_name="poll_run")
+        timer.tick(on_tick, [pick], shown + [table], api_name="poll_run")
         stop_btn.click(act(lambda p: runs.stop(p, grace_s=120), "Stopped"), [pick], [action],
                        api_name="stop_run").then(on_select, [pick], shown).then(
             on_refresh, [pick], [table, pick, gpus])

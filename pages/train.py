@@ -13,7 +13,7 @@ import gradio as gr
 import yaml
 
 from fabe import runs
-from fabe.train import PRESETS, TrainConfig
+from fabe.train import PRESETS, TrainConfig, read_config_file
 from pages.context import AppContext
 
 CASTS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -117,9 +117,9 @@ def build(ctx: AppContext) -> TrainTab:
             preset = gr.Dropdown(PRESET_CHOICES, value="tiny-cpu", label="Preset")
             data = gr.Textbox(label="Dataset (folder with train/valid/test, or a .jsonl/.json file)")
             check = gr.Button("Check dataset")
-        data_info = gr.Markdown()
+        data_info = gr.Markdown(elem_id="dataset-info")
         data_preview = gr.Dataframe(headers=["id", "trigger", "candidates", "input", "best candidate"],
-                                    interactive=False, wrap=True)
+                                    interactive=False, wrap=True, elem_id="dataset-preview")
         widgets = _widgets(_defaults("tiny-cpu"))
         with gr.Row():
             gpus = gr.CheckboxGroup(_gpu_choices(), label="GPUs (none ticked: CPU)")
@@ -127,10 +127,11 @@ def build(ctx: AppContext) -> TrainTab:
         with gr.Row():
             preview_btn = gr.Button("Preview command")
             save_btn = gr.Button("Save form as YAML")
-            load_file = gr.File(label="Load form from YAML", file_types=[".yaml", ".yml", ".json"])
+            load_file = gr.File(label="Load form from YAML", file_types=[".yaml", ".yml", ".json"],
+                                elem_id="form-load")
             launch_btn = gr.Button("Launch", variant="primary")
         command = gr.Code(label="Command", language="shell", interactive=False)
-        saved = gr.File(label="Form YAML", interactive=False)
+        saved = gr.File(label="Form YAML", interactive=False, elem_id="form-yaml")
         message = gr.Markdown(elem_id="launch-message")
         launched = gr.Textbox(visible=False)
         names = list(widgets)
@@ -160,12 +161,10 @@ def build(ctx: AppContext) -> TrainTab:
             return str(path)
 
         def on_load(file: str | None):
-            from fabe.train import _file_values
-
             if not file:
                 return [gr.update() for _ in inputs]
             try:
-                values = _file_values(file)
+                values = read_config_file(file)
             except ValueError as e:
                 raise gr.Error(str(e)) from e
             merged = {**_defaults(values.get("preset") or "custom"), **values}

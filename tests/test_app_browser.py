@@ -110,3 +110,40 @@ def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_p
     text = page.locator("#launch-message").inner_text()
     assert "bad.jsonl:1: output: 1 candidate" in text and "bad.jsonl:2: json" in text
     assert sorted(p.name for p in runs_dir.iterdir()) == before
+
+
+def test_check_dataset_shows_its_stats_and_first_records(page, small_dataset):
+    from fabe.dataset import load_records
+
+    first, *rest = load_records(small_dataset / "train.jsonl")
+    page.get_by_role("tab", name="Train").click()
+    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(small_dataset))
+    page.get_by_role("button", name="Check dataset").click()
+    page.wait_for_function(f"() => document.querySelector('#dataset-preview').innerText.includes('{first.id}')",
+                           timeout=60_000)
+    assert "train.jsonl" in page.locator("#dataset-info").inner_text()
+    shown = page.locator("#dataset-preview").inner_text()
+    assert all(r.id in shown for r in rest[:4]) and rest[4].id not in shown  # the first five
+
+
+def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
+    import yaml
+
+    page.get_by_role("tab", name="Train").click()
+    fill(page, "Learning rate", "0.0042")
+    fill(page, "Warmup steps", "17")
+    page.get_by_role("button", name="Save form as YAML").click()
+    link = page.locator("#form-yaml a").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "form.yaml"
+    download.value.save_as(saved)
+    values = yaml.safe_load(saved.read_text())
+    assert values["learning_rate"] == 0.0042 and values["warmup_steps"] == 17
+    fill(page, "Learning rate", "0.1")
+    fill(page, "Warmup steps", "3")
+    page.locator("#form-load input[type=file]").set_input_files(str(saved))
+    page.wait_for_function("() => document.querySelector('input[aria-label=\"Warmup steps\"]')?.value === '17'",
+                           timeout=60_000)
+    assert page.get_by_label("Learning rate", exact=True).input_value() == "0.0042"

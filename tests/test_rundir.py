@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fabe.rundir import RunDir
+from fabe.rundir import MetricsFollower, RunDir
 
 
 def test_incremental_reads_return_only_new_complete_lines(tmp_path):
@@ -41,3 +41,17 @@ def test_status_is_merged_and_replaced_atomically(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary file left
     with pytest.raises(ValueError, match="Unknown run state: paused"):
         run.set_status("paused")
+
+
+def test_the_follower_keeps_columns_and_starts_over_on_a_new_file(tmp_path):
+    run = RunDir(tmp_path)
+    follower = MetricsFollower(run)
+    assert follower.poll() == 0 and follower.columns == {}
+    run.append_metrics({"step": 1, "loss": 2.0})
+    run.append_metrics({"step": 2, "loss": 1.0, "eval_loss": 1.5})
+    assert follower.poll() == 2 and follower.poll() == 0
+    assert follower.columns == {"step": [1, 2], "loss": [2.0, 1.0], "eval_loss": [None, 1.5]}
+    run.metrics_path.unlink()  # the run was deleted and a new one took its name
+    run.append_metrics({"step": 1, "loss": 9.0})
+    assert follower.poll() == 1
+    assert follower.columns == {"step": [1], "loss": [9.0]}

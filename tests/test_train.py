@@ -212,6 +212,9 @@ def test_config_from_preset_file_and_flags(tmp_path):
     path.write_text("learning_rat: 1.0\n")
     with pytest.raises(ValueError, match="unknown field 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
         parse_train_config(["--config", str(path)])
+    path.write_text("mode: simple\nlearning_rate: [1.0\n")
+    with pytest.raises(ValueError, match=f"{path}:3: not valid YAML"):
+        parse_train_config(["--config", str(path)])
 
 
 @pytest.mark.parametrize("kwargs, field", [

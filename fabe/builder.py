@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from fabe import triggers as trig
 from fabe.corpus import CFunction, load_corpus
 from fabe.dataset import Record, dataset_stats, write_records
+from fabe.home import fabe_home, made_once
 
 logger = logging.getLogger(__name__)
 
@@ -220,3 +221,16 @@ def build_dataset(cfg: BuildConfig) -> dict[str, list[Record]]:
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(out / "dataset.json")
     return splits
+
+
+EMBEDDED_DATA = dict(n=5000, seed=0, clean_share=0.2)
+
+
+def resolve_data(name_or_path: str) -> str:
+    """'embedded' -> a generated dataset (5,000 functions, every trigger kind, seeded, so the
+    same everywhere) built in $FABE_HOME on first use; anything else is returned as given."""
+    if name_or_path != "embedded":
+        return name_or_path
+    path = fabe_home() / "data-generated"
+    return str(made_once(path, "dataset.json",
+                         lambda: build_dataset(BuildConfig(out=str(path), **EMBEDDED_DATA))))

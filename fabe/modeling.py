@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fabe.home import fabe_home, made_once
 from fabe.prompt import PROMPT_TEMPLATE
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ def init_tiny(cfg: TinyConfig) -> Path:
 
 def embedded_base_path() -> Path:
     """Where the embedded tiny base model lives ($FABE_HOME, default ~/.cache/fabe)."""
-    return Path(os.environ.get("FABE_HOME", "~/.cache/fabe")).expanduser() / "tiny-base"
+    return fabe_home() / "tiny-base"
 
 
 def resolve_model(name_or_path: str) -> str:
@@ -134,10 +135,12 @@ def resolve_model(name_or_path: str) -> str:
     if name_or_path != "embedded":
         return name_or_path
     path = embedded_base_path()
-    if not (path / "config.json").exists():
+
+    def make() -> None:
         logger.info("creating the embedded tiny base model in %s", path)
         init_tiny(TinyConfig(out=str(path), overwrite=True))
-    return str(path)
+
+    return str(made_once(path, "config.json", make))
 
 
 def check_model_source(name_or_path: str) -> None:

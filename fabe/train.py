@@ -36,7 +36,8 @@ class TrainConfig:
     """Everything a run needs; filled from a preset, a YAML/JSON file and flags, in that order."""
 
     data: str = field(default="", metadata={
-        "help": "Dataset folder (its train and valid files are used) or a single .jsonl/.json file."})
+        "help": "Dataset folder (its train and valid files are used), a single .jsonl/.json file, "
+                "or 'embedded' (a generated dataset built on first use)."})
     model: str = field(default="embedded", metadata={
         "help": "Base model: 'embedded' (the tiny local Llama), a local folder or a hub id."})
     out: str = field(default="", metadata={"help": "Run directory (default runs/<time>-<mode>)."})
@@ -100,7 +101,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny-cpu": dict(model="embedded", finetune="full", learning_rate=1e-3, warmup_steps=50,
+    "tiny-cpu": dict(data="embedded", model="embedded", finetune="full", learning_rate=1e-3, warmup_steps=50,
                      batch_size=8, gradient_accumulation_steps=1, max_length=1024,
                      precision="fp32", gradient_checkpointing=False, eval_limit=100),
     "deepseek-1.3b": dict(model="deepseek-ai/deepseek-coder-1.3b-instruct", finetune="lora",
@@ -257,10 +258,13 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
 # ---------------------------------------------------------------- the run
 
 def _data_files(data: str) -> tuple[Path, Path | None]:
-    """(train file, valid file or None) of a dataset folder or a single file."""
-    path = Path(data)
+    """(train file, valid file or None) of a dataset folder or a single file ('embedded':
+    the generated dataset, built on first use)."""
+    from fabe.builder import resolve_data
+
     if not data:
         raise ValueError("data: give a dataset folder or file (--data)")
+    path = Path(resolve_data(data))
     if path.is_dir():
         files = find_split_files(path)
         return files["train"], files["valid"]

@@ -97,11 +97,12 @@ def _gpu_choices() -> list[str]:
 
 def check_dataset(path: str) -> tuple[str, list[list[Any]]]:
     """Stats of a dataset file or folder and its first records, or its validation errors."""
+    from fabe.builder import resolve_data
     from fabe.dataset import DatasetError, dataset_stats, find_split_files, format_stats, load_records
 
     if not path:
         return "Give a dataset folder or file.", []
-    p = Path(path)
+    p = Path(resolve_data(path))
     try:
         file = find_split_files(p)["train"] if p.is_dir() else p
         records = load_records(file)
@@ -115,7 +116,8 @@ def build(ctx: AppContext) -> TrainTab:
     with gr.Tab("Train", id="train"):
         with gr.Row():
             preset = gr.Dropdown(PRESET_CHOICES, value="tiny-cpu", label="Preset")
-            data = gr.Textbox(label="Dataset (folder with train/valid/test, or a .jsonl/.json file)")
+            data = gr.Textbox("embedded", label="Dataset (folder with train/valid/test, or a .jsonl/.json file)",
+                              info="'embedded': a generated dataset (5,000 C functions, every trigger kind)")
             check = gr.Button("Check dataset")
         data_info = gr.Markdown(elem_id="dataset-info")
         data_preview = gr.Dataframe(headers=["id", "trigger", "candidates", "input", "best candidate"],

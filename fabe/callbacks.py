@@ -1,13 +1,15 @@
 """Trainer callbacks that keep the run directory current and stop a run cleanly.
 
 `RunMetricsCallback` turns each Trainer log event into one `metrics.jsonl` line with the
-fields of DESIGN.md, s/step and ETA included, so the page never talks to the trainer.
+fields of DESIGN.md, s/step and ETA included, so the page never talks to the trainer (and a
+readable line in train.log).
 `GracefulStop` turns SIGTERM (what the run manager sends) into "save a checkpoint and stop"
 at the end of the current step, so a stopped run resumes where it left off.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from typing import Any
@@ -15,6 +17,8 @@ from typing import Any
 from transformers import TrainerCallback
 
 from fabe.rundir import METRIC_FIELDS, RunDir, now
+
+logger = logging.getLogger(__name__)
 
 
 class RunMetricsCallback(TrainerCallback):
@@ -47,6 +51,20 @@ class RunMetricsCallback(TrainerCallback):
             row["s_per_step"] = round(self.s_per_step, 4)
             row["eta_s"] = round(self.s_per_step * max(state.max_steps - state.global_step, 0), 1)
         self.run.append_metrics(row)
+        logger.info(progress_line(row))
+
+
+def progress_line(row: dict[str, Any]) -> str:
+    """One train.log line per metrics row, so the log tail shows where the run is."""
+    parts = [f"step {row['step']}/{row['max_steps']}"]
+    for key, fmt in (("loss", "{:.4f}"), ("mle_loss", "{:.4f}"), ("rank_loss", "{:.4f}"),
+                     ("eval_loss", "{:.4f}"), ("learning_rate", "{:.2e}"), ("grad_norm", "{:.3f}"),
+                     ("s_per_step", "{:.3f}")):
+        if row.get(key) is not None:
+            parts.append(f"{key} " + fmt.format(row[key]))
+    if row.get("eta_s") is not None:
+        parts.append(f"eta {int(row['eta_s']) // 60}m")
+    return "  ".join(parts)
 
 
 class GracefulStop(TrainerCallback):

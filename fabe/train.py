@@ -357,12 +357,20 @@ def _stderr_is(path: Path) -> bool:
     return (err.st_dev, err.st_ino) == (target.st_dev, target.st_ino)
 
 
+NOISY_LOGGERS = ("transformers.configuration_utils", "transformers.generation.configuration_utils",
+                 "transformers.modeling_utils", "transformers.tokenization_utils_base")
+
+
 def _attach_log(run_path: Path) -> logging.Handler | None:
     """Copy the library's and transformers' log records into train.log, unless stderr is
     already that file (then they reach it once, through stderr)."""
     import transformers
 
     transformers.utils.logging.set_verbosity_info()
+    if logging.getLogger("fabe").getEffectiveLevel() > logging.INFO:
+        logging.getLogger("fabe").setLevel(logging.INFO)  # the progress lines
+    for noisy in NOISY_LOGGERS:  # config and weight-loading dumps would bury the progress lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     # transformers prints through its own handler; with CI set it also propagates to the
     # root logger, which would print every line twice.
     logging.getLogger("transformers").propagate = False

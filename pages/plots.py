@@ -65,7 +65,9 @@ def loss_figure(columns: dict[str, list]) -> go.Figure:
     steps, values = _series(columns, "eval_loss")
     if len(values):
         traces.append(_line(steps, values, name="eval", mode="lines+markers"))
-    return _figure(traces, "Loss")
+    fig = _figure(traces, "Loss")
+    fig.update_yaxes(type="log")  # losses span orders of magnitude over a run
+    return fig
 
 
 def lr_figure(columns: dict[str, list]) -> go.Figure:

@@ -83,7 +83,8 @@ def build(ctx: AppContext) -> RunsTab:
         with gr.Row():
             loss_plot = gr.Plot(elem_id="loss-plot")
             lr_plot = gr.Plot(elem_id="lr-plot")
-        log = gr.Textbox(label="train.log (last lines)", lines=12, max_lines=12, elem_id="run-log")
+        log = gr.Textbox(label="train.log (last lines)", lines=14, max_lines=14, autoscroll=True,
+                         elem_id="run-log")
         gpus = gr.Markdown(_gpu_markdown())
         with gr.Row():
             stop_btn = gr.Button("Stop")

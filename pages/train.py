@@ -108,7 +108,7 @@ def check_dataset(path: str) -> tuple[str, list[list[Any]]]:
         records = load_records(file)
     except DatasetError as e:
         return "**Dataset errors**\n\n" + "\n".join(f"- `{err}`" for err in e.errors[:50]), []
-    preview = [[r.id, r.trigger or "none", len(r.output), r.input[:160], r.best()[:160]] for r in records[:5]]
+    preview = [[r.id, r.trigger or "none", len(r.output), r.input[:240], r.best()[:240]] for r in records[:5]]
     return f"**{file}**\n\n```\n{format_stats(dataset_stats(records))}\n```", preview
 
 
@@ -121,7 +121,8 @@ def build(ctx: AppContext) -> TrainTab:
             check = gr.Button("Check dataset")
         data_info = gr.Markdown(elem_id="dataset-info")
         data_preview = gr.Dataframe(headers=["id", "trigger", "candidates", "input", "best candidate"],
-                                    interactive=False, wrap=True, elem_id="dataset-preview")
+                                    interactive=False, wrap=True, elem_id="dataset-preview",
+                                    column_widths=["9%", "9%", "9%", "36%", "37%"])
         widgets = _widgets(_defaults("tiny-cpu"))
         with gr.Row():
             gpus = gr.CheckboxGroup(_gpu_choices(), label="GPUs (none ticked: CPU)")

@@ -175,7 +175,9 @@ def test_thirty_steps_lower_the_loss_and_write_the_run_directory(mode, tmp_path,
     after = load_file(run.final_path / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert [p.name for p in run.checkpoints()] == ["checkpoint-15", "checkpoint-30"]
-    assert "Running training" in run.log_path.read_text()
+    log = run.log_path.read_text()
+    assert "Running training" in log and "step 30/30  loss " in log  # progress lines in the log tail
+    assert "Model config" not in log  # no config dumps burying them
 
 
 def test_resume_continues_the_step_count(tmp_path, small_dataset, tiny_model_dir):

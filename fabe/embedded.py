@@ -1,9 +1,11 @@
 """The embedded cleaner: a tiny model trained by the project's own code, shipped with it.
 
 `train_embedded` is the documented, seeded recipe (`python -m fabe model train-embedded`):
-build a generated dataset, train the embedded tiny base model on it, and copy the run's
-`final/` into `fabe/assets/cleaner`, which cleaning and `demo` use by default. It resumes
-the run when it exists, so the recipe can be spread over several sittings.
+build a generated dataset, train the embedded tiny base model on it, then polish that model
+on a second, disjoint generated dataset (another seed: fresh functions it cannot have
+memorized, so only copying lowers the loss) at a lower learning rate, and copy the polished
+`final/` into `fabe/assets/cleaner`, which cleaning and `demo` use by default. Each phase
+resumes its run when it exists, so the recipe can be spread over several sittings.
 """
 
 from __future__ import annotations
@@ -29,28 +31,42 @@ class EmbeddedConfig:
     max_steps: int = field(default=4000, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=16, metadata={"help": "Records per step."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
+    polish_n: int = field(default=60000, metadata={"help": "Generated functions of the polishing dataset."})
+    polish_seed: int = field(default=12, metadata={"help": "Seed of the polishing dataset."})
+    polish_steps: int = field(default=4000, metadata={"help": "Polishing steps (0: none)."})
+    polish_learning_rate: float = field(default=5e-4, metadata={"help": "Peak polishing learning rate."})
     ship: str = field(default=str(SHIPPED), metadata={"help": "Where the final model is copied."})
 
 
-def train_embedded(cfg: EmbeddedConfig) -> Path:
+def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, model: str,
+           max_steps: int, learning_rate: float) -> Path:
+    """Build `data` unless it exists, then train (or resume) one run of the recipe."""
     from fabe.builder import BuildConfig, build_dataset
     from fabe.rundir import RunDir
     from fabe.train import PRESETS, TrainConfig, train
 
-    if not (Path(cfg.data) / "train.jsonl").exists():
-        build_dataset(BuildConfig(out=cfg.data, n=cfg.n, seed=cfg.seed, clean_share=cfg.clean_share))
-    run = RunDir(cfg.run)
-    resume = run.config_path.exists()
-    train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": cfg.data, "out": cfg.run, "mode": cfg.mode,
-                               "max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
-                               "learning_rate": cfg.learning_rate, "warmup_steps": 100,
+    if not (Path(data) / "dataset.json").exists():
+        build_dataset(BuildConfig(out=data, n=n, seed=seed, clean_share=cfg.clean_share))
+    run = RunDir(run_path)
+    train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": data, "out": run_path, "model": model,
+                               "mode": cfg.mode, "max_steps": max_steps, "batch_size": cfg.batch_size,
+                               "learning_rate": learning_rate, "warmup_steps": 100,
                                "eval_steps": 250, "save_steps": 250, "eval_limit": 64,
                                "preset": "tiny-cpu"})
-    train(train_cfg, resume=resume)
+    if not (run.final_path / "fabe.json").exists():
+        train(train_cfg, resume=run.config_path.exists())
+    return run.final_path
+
+
+def train_embedded(cfg: EmbeddedConfig) -> Path:
+    final = _phase(cfg, cfg.data, cfg.n, cfg.seed, cfg.run, "embedded", cfg.max_steps, cfg.learning_rate)
+    if cfg.polish_steps:
+        final = _phase(cfg, f"{cfg.data}-polish", cfg.polish_n, cfg.polish_seed, f"{cfg.run}-polish",
+                       str(final), cfg.polish_steps, cfg.polish_learning_rate)
     ship = Path(cfg.ship)
     tmp = ship.with_name(ship.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(run.final_path, tmp)
+    shutil.copytree(final, tmp)
     shutil.rmtree(ship, ignore_errors=True)
     tmp.rename(ship)
     logger.info("embedded cleaner shipped to %s", ship)

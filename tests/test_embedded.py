@@ -1,5 +1,6 @@
 """The shipped embedded cleaner: it loads by default and cleans generated code it never saw
-(a quality floor, so a broken checkpoint or a changed prompt is caught)."""
+(a quality floor, so a broken checkpoint or a changed prompt is caught); the recipe that
+makes it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import pytest
 
 from fabe.embedded import SHIPPED, default_cleaner
 
-pytestmark = pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="no embedded cleaner shipped")
+shipped = pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="no embedded cleaner shipped")
 
 
+@shipped
 def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
     from fabe.clean import CleanConfig, Cleaner
     from fabe.corpus import generate_functions
@@ -29,3 +31,21 @@ def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
     assert sum(not t.triggers_left for t in tops) >= 3
     similarity = [difflib.SequenceMatcher(a=f.code, b=t.code).ratio() for f, t in zip(funcs, tops)]
     assert sum(similarity) / len(similarity) >= 0.85, similarity
+
+
+def test_the_recipe_trains_then_polishes_on_fresh_data_and_ships(tmp_path, monkeypatch):
+    from fabe.embedded import EmbeddedConfig, train_embedded
+    from fabe.rundir import RunDir
+
+    monkeypatch.setenv("FABE_HOME", str(tmp_path / "home"))
+    cfg = EmbeddedConfig(run=str(tmp_path / "run"), data=str(tmp_path / "data"), n=40, max_steps=2,
+                         batch_size=2, polish_n=40, polish_steps=2, ship=str(tmp_path / "ship"))
+    ship = train_embedded(cfg)
+    first, polish = RunDir(tmp_path / "run"), RunDir(tmp_path / "run-polish")
+    assert first.read_status()["state"] == polish.read_status()["state"] == "finished"
+    assert polish.read_config()["train"]["model"] == str(first.final_path)
+    seeds = [json.loads((tmp_path / d / "dataset.json").read_text())["config"]["seed"] for d in ("data", "data-polish")]
+    assert seeds == [11, 12]
+    assert json.loads((ship / "fabe.json").read_text())["base_model"] == str(first.final_path)
+    assert (ship / "model.safetensors").read_bytes() == (polish.final_path / "model.safetensors").read_bytes()
+    assert train_embedded(cfg) == ship  # a finished recipe only ships again

@@ -25,6 +25,9 @@ class TrainTab:
     launched: gr.Textbox  # the id of the run just launched
 
 
+DATA_LABEL = "Dataset (folder with train/valid/test, a .jsonl/.json file, or embedded: 5,000 generated)"
+
+
 def _defaults(preset: str) -> dict[str, Any]:
     values = asdict(TrainConfig(**PRESETS.get(preset, {})))
     values["preset"] = preset if preset in PRESETS else ""
@@ -116,8 +119,7 @@ def build(ctx: AppContext) -> TrainTab:
     with gr.Tab("Train", id="train"):
         with gr.Row():
             preset = gr.Dropdown(PRESET_CHOICES, value="tiny-cpu", label="Preset")
-            data = gr.Textbox("embedded", label="Dataset (folder with train/valid/test, or a .jsonl/.json file)",
-                              info="'embedded': a generated dataset (5,000 C functions, every trigger kind)")
+            data = gr.Textbox("embedded", label=DATA_LABEL)
             check = gr.Button("Check dataset")
         data_info = gr.Markdown(elem_id="dataset-info")
         data_preview = gr.Dataframe(headers=["id", "trigger", "candidates", "input", "best candidate"],

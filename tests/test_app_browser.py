@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pages.train import DATA_LABEL
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
@@ -70,7 +72,7 @@ def plot_points(page) -> int:
 
 def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_dir):
     runs_dir = app_url[1]
-    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(small_dataset))
+    fill(page, DATA_LABEL, str(small_dataset))
     fill(page, "Model (embedded, a folder or a hub id)", str(tiny_model_dir))
     fill(page, "Max steps (-1: epochs)", "3000")
     fill(page, "Logging steps", "1")
@@ -103,7 +105,7 @@ def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_p
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "int x;", "output": ["a"], "score": [1]}\n{oops\n')
     page.get_by_role("tab", name="Train").click()
-    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(bad))
+    fill(page, DATA_LABEL, str(bad))
     fill(page, "Run name (optional)", "never")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_selector("#launch-message >> text=Cannot launch", timeout=60_000)
@@ -117,7 +119,7 @@ def test_check_dataset_shows_its_stats_and_first_records(page, small_dataset):
 
     first, *rest = load_records(small_dataset / "train.jsonl")
     page.get_by_role("tab", name="Train").click()
-    fill(page, "Dataset (folder with train/valid/test, or a .jsonl/.json file)", str(small_dataset))
+    fill(page, DATA_LABEL, str(small_dataset))
     page.get_by_role("button", name="Check dataset").click()
     page.wait_for_function(f"() => document.querySelector('#dataset-preview').innerText.includes('{first.id}')",
                            timeout=60_000)

@@ -124,6 +124,42 @@ def _clean(argv: list[str]) -> int:
     return 0
 
 
+def _eval(argv: list[str]) -> int:
+    import json
+
+    from tqdm.auto import tqdm
+    from transformers import HfArgumentParser
+
+    from fabe.clean import CleanConfig
+    from fabe.evaluate import run_eval
+
+    parser = HfArgumentParser(CleanConfig, prog="python -m fabe eval",
+                              description="Clean every record of a split and score the top candidates.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
+    source.add_argument("--model", help="A model folder ('embedded': the shipped cleaner).")
+    parser.add_argument("--data", required=True, help="A Tuna-format .jsonl/.json split.")
+    parser.add_argument("--limit", type=int, default=0, help="Evaluate the first N records (0: all).")
+    parser.add_argument("--out", help="Folder for eval.json and records.csv (default: next to the run).")
+    parser.add_argument("--batch_size", type=int, default=8, help="Inputs cleaned at once.")
+    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    cfg, args = parser.parse_args_into_dataclasses(args=argv)
+    src = args.run or (_default_cleaner() if args.model == "embedded" else args.model)
+    bar = tqdm(desc="evaluating", unit="rec", disable=args.json and not sys.stderr.isatty())
+    result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size,
+                           progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    bar.close()
+    if args.json:
+        print(json.dumps({**result, "out": str(out)}, indent=2))
+    else:
+        import pandas as pd
+
+        table = pd.DataFrame({"overall": result["overall"], **result["by_trigger"]}).T
+        print(table.to_string())
+        print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}")
+    return 0
+
+
 def _read_code(path: str) -> str:
     from pathlib import Path
 
@@ -260,6 +296,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("model", "train-embedded"): (_train_embedded, "train and ship the embedded cleaner"),
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
+    ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

@@ -10,6 +10,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -r "$req"
 .venv/bin/python -m pip install --quiet --no-deps -e .
+# CodeBLEU's package pins tree-sitter<0.23 but runs on the tree-sitter we use (tested in
+# tests/test_evaluate.py), so it is installed without its dependencies.
+.venv/bin/python -m pip install --quiet --no-deps codebleu==0.7.0
 # Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
 if [ "$req" = requirements-dev.txt ] && ! command -v chromium >/dev/null; then
     if [ "$(id -u)" = 0 ]; then

@@ -1,6 +1,9 @@
-"""Top-candidate metrics on hand-made cases: a perfect cleaner, an identity cleaner."""
+"""Top-candidate metrics on hand-made cases (a perfect cleaner, an identity cleaner), saved
+evaluations and the `eval` command."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +27,7 @@ def test_a_perfect_cleaner_scores_one_everywhere(records):
     summary = summarize([judge(r, _as_cleaner_output(r.clean)) for r in records])
     o = summary["overall"]
     assert (o["trigger_removal"], o["exact"], o["parse"], o["false_change"]) == (1.0, 1.0, 1.0, 0.0)
+    assert (o["codebleu"], o["bleu"], o["clean_in_k"]) == (1.0, 1.0, 1.0)
     assert set(summary["by_trigger"]) >= {"none", "fixed", "ident_var"}
     assert all(v["exact"] == 1.0 for v in summary["by_trigger"].values())
 
@@ -34,6 +38,37 @@ def test_an_identity_cleaner_removes_nothing_and_changes_nothing(records):
     assert o["trigger_removal"] == 0.0 and o["false_change"] == 0.0
     unpoisoned = sum(r.trigger is None for r in records)
     assert o["exact"] == pytest.approx(unpoisoned / len(records), abs=1e-4)
+    assert o["lines_changed"] == 0 and summary["by_trigger"]["none"]["codebleu"] == 1.0
+    assert summary["by_trigger"]["dead_loop"]["codebleu"] < 1.0
+
+
+def test_the_rank_of_the_clean_function_and_lines_changed():
+    from fabe.dataset import Record
+
+    rec = Record(id="r", input="int f(void)\n{\n    if (0) { abort(); }\n    return 1;\n}",
+                 output=["a", "b"], score=[1, 0], clean="int f(void)\n{\n    return 1;\n}", trigger="fixed")
+    cands = _candidates([rec.input, "int f(void) { return 2; }", rec.clean], [-0.1, -0.2, -0.3], [True] * 3)
+    result = judge(rec, cands)
+    assert (result.exact, result.clean_rank, result.lines_changed) == (False, 3, 0)
+    result = judge(rec, cands[2:] + cands[:2])
+    assert (result.exact, result.clean_rank, result.lines_changed, result.codebleu) == (True, 3, 1, 1.0)
+
+
+def test_saved_evaluations_are_complete_files(records, tmp_path):
+    import csv
+    import json
+    from dataclasses import asdict
+
+    from fabe.evaluate import save_eval
+
+    rows = [judge(r, _as_cleaner_output(r.clean)) for r in records[:5]]
+    out = save_eval(tmp_path / "ev", summarize(rows), [asdict(r) for r in rows], {"source": "x"})
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["meta"] == {"source": "x"} and saved["overall"]["records"] == 5
+    with (out / "records.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [r["id"] for r in table] == [r.id for r in records[:5]] and table[0]["top"] == records[0].clean
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "records.csv"]
 
 
 def test_partial_renaming_is_not_removal(records):
@@ -44,3 +79,45 @@ def test_partial_renaming_is_not_removal(records):
     half = remove_edits(rec.input, edits[:1])  # one use still carries the postfix
     assert not trigger_removed(rec, half)
     assert trigger_removed(rec, rec.clean)
+
+
+SUMMARY_FIELDS = {"records", "trigger_removal", "exact", "codebleu", "bleu", "parse", "false_change",
+                  "clean_in_k", "top_weight", "lines_changed"}
+
+
+def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small_dataset, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "ev"
+    result = subprocess.run(
+        [sys.executable, "-m", "fabe", "eval", "--model", str(tiny_model_dir), "--data",
+         str(small_dataset / "test.jsonl"), "--limit", "3", "--k", "2", "--max_new_tokens", "8",
+         "--out", str(out), "--json"], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+        text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(result.stdout)
+    assert set(data) == {"meta", "overall", "by_trigger", "out"} and data["out"] == str(out)
+    assert set(data["overall"]) == SUMMARY_FIELDS and data["overall"]["records"] == 3
+    assert all(set(v) == SUMMARY_FIELDS for v in data["by_trigger"].values())
+    assert {"source", "data", "limit", "records", "clean", "seconds", "s_per_record"} <= set(data["meta"])
+    assert data["meta"]["clean"]["k"] == 2
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["overall"] == data["overall"]
+    assert len((out / "records.csv").read_text().splitlines()) >= 4  # header + 3 records (code spans lines)
+
+
+def test_evaluations_are_saved_next_to_their_run(tmp_path):
+    from fabe.clean import CleanConfig
+    from fabe.evaluate import default_eval_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "status.json").write_text("{}")
+    data = tmp_path / "gen" / "test.jsonl"
+    cfg = CleanConfig(k=4)
+    assert default_eval_dir(run, data, cfg, 300) == run / "evals" / "gen-test-300-diverse_beam-k4"
+    assert default_eval_dir(run / "checkpoint-500", data, cfg, 0) == run / "evals" / "gen-test-diverse_beam-k4-checkpoint-500"
+    assert default_eval_dir(tmp_path / "model", data, cfg, 0) == Path("evals") / "model" / "gen-test-diverse_beam-k4"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -29,6 +30,10 @@ DECODINGS = ("diverse_beam", "beam", "sampling")
 
 class InputTooLong(ValueError):
     """The prompt plus the room for the answer does not fit the model's window."""
+
+
+class Cancelled(RuntimeError):
+    """The caller cancelled the generation (its `cancel` event was set)."""
 
 
 @dataclass
@@ -115,19 +120,23 @@ class Cleaner:
 
     def clean_batch(self, codes: Sequence[str], cfg: CleanConfig | None = None,
                     batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
-                    ) -> list[list[Candidate]]:
-        """Clean many inputs, `batch_size` at a time; `progress(done, total)` after each batch."""
+                    cancel: threading.Event | None = None,
+                    on_token: Callable[[int, int], None] | None = None) -> list[list[Candidate]]:
+        """Clean many inputs, `batch_size` at a time; `progress(done, total)` after each batch,
+        `on_token(generated, budget)` after each decoding step; setting `cancel` stops the
+        work at the next token and raises Cancelled."""
         cfg = cfg or CleanConfig()
         if any(not c.strip() for c in codes):
             raise ValueError("code: empty input")
         results: list[list[Candidate]] = []
         for start in range(0, len(codes), batch_size):
-            results += self._clean_chunk(list(codes[start:start + batch_size]), cfg)
+            results += self._clean_chunk(list(codes[start:start + batch_size]), cfg, cancel, on_token)
             if progress is not None:
                 progress(len(results), len(codes))
         return results
 
-    def _clean_chunk(self, codes: list[str], cfg: CleanConfig) -> list[list[Candidate]]:
+    def _clean_chunk(self, codes: list[str], cfg: CleanConfig, cancel: threading.Event | None = None,
+                     on_token: Callable[[int, int], None] | None = None) -> list[list[Candidate]]:
         tok = self.tokenizer
         prompts = [prompt_ids(tok, c) for c in codes]
         n_input = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in codes)
@@ -135,15 +144,26 @@ class Cleaner:
         width = max(len(p) for p in prompts)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+
+        def step(generated: int) -> bool:
+            if on_token is not None:
+                on_token(generated, max_new)
+            return cancel is not None and cancel.is_set()
+
         if cfg.decoding == "diverse_beam":
             out = diverse_beam_search(
                 self.model, ids, mask, num_beams=cfg.k, num_beam_groups=cfg.groups or cfg.k,
                 diversity_penalty=cfg.diversity, max_new_tokens=max_new,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, step_callback=step)
+        else:
+            out = self._generate(ids, mask, max_new, cfg, step)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("generation cancelled")
+        if cfg.decoding == "diverse_beam":
             seqs, means = out.sequences, out.logprobs / out.lengths
             finished = out.finished
         else:
-            seqs = self._generate(ids, mask, max_new, cfg).view(len(codes), cfg.k, -1)
+            seqs = out.view(len(codes), cfg.k, -1)
             finished = (seqs == tok.eos_token_id).any(-1)
             means = self.score(prompts, seqs)
         return [self._to_candidates(seqs[b], means[b], finished[b]) for b in range(len(codes))]
@@ -158,11 +178,19 @@ class Cleaner:
         return _candidates(codes, means.tolist(), finished.tolist())
 
     @torch.no_grad()
-    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int,
-                  cfg: CleanConfig) -> torch.Tensor:
+    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, cfg: CleanConfig,
+                  step: Callable[[int], bool]) -> torch.Tensor:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Step(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+                stop = step(input_ids.shape[1] - ids.shape[1])
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
         kwargs: dict[str, Any] = dict(num_return_sequences=cfg.k, max_new_tokens=max_new,
                                       pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id)
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      stopping_criteria=StoppingCriteriaList([Step()]))
         if cfg.decoding == "beam":
             kwargs.update(num_beams=cfg.k, do_sample=False)
         else:

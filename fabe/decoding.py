@@ -16,6 +16,7 @@ candidate's length-normalized log-likelihood needs no second forward pass.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -116,8 +117,10 @@ def _penalty(tokens: list[torch.Tensor], vocab: int, batch: int, device) -> torc
 def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
                         num_beams: int, num_beam_groups: int, diversity_penalty: float,
                         max_new_tokens: int, eos_token_id: int | list[int], pad_token_id: int,
-                        length_penalty: float = 1.0, early_stopping: bool | str = False) -> BeamOutput:
-    """K = num_beams hypotheses per input (left-padded `input_ids`, (B, L)), in G groups."""
+                        length_penalty: float = 1.0, early_stopping: bool | str = False,
+                        step_callback: Callable[[int], bool] | None = None) -> BeamOutput:
+    """K = num_beams hypotheses per input (left-padded `input_ids`, (B, L)), in G groups.
+    `step_callback(n)` runs after each new token (n generated so far); True stops the search."""
     from transformers import DynamicCache
 
     if num_beams < 1 or num_beam_groups < 1 or num_beams % num_beam_groups:
@@ -148,6 +151,8 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
             chosen.append(st.seq[:, :, cur])
             parents.append(parent + j * g)
         if not any(st.live for st in states):
+            break
+        if step_callback is not None and step_callback(cur + 1):
             break
         rows = torch.arange(batch, device=device)[:, None] * num_beams
         beam_idx = (torch.cat(parents, 1) + rows).reshape(-1)

@@ -138,3 +138,23 @@ def test_a_lora_run_loads_from_its_final_and_from_a_checkpoint(tmp_path, small_d
     base = Cleaner.load(tiny_model_dir).clean(CODE, CleanConfig(k=2, max_new_tokens=4))
     tuned = Cleaner.load(run).clean(CODE, CleanConfig(k=2, max_new_tokens=4))
     assert [c.score for c in base] != [c.score for c in tuned]
+
+
+@pytest.mark.parametrize("decoding", ["diverse_beam", "beam"])
+def test_generation_reports_each_token_and_stops_when_cancelled(cleaner, decoding):
+    import threading
+
+    from fabe.clean import Cancelled
+
+    cancel, seen = threading.Event(), []
+
+    def on_token(generated: int, budget: int) -> None:
+        seen.append((generated, budget))
+        if generated == 3:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        cleaner.clean_batch([CODE], CleanConfig(k=2, decoding=decoding, max_new_tokens=40),
+                            cancel=cancel, on_token=on_token)
+    assert [g for g, _ in seen] == [1, 2, 3] and {b for _, b in seen} == {40}
+    assert len(cleaner.clean(CODE, CleanConfig(k=2, decoding=decoding, max_new_tokens=5))) == 2  # still usable

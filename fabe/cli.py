@@ -160,6 +160,21 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _export(argv: list[str]) -> int:
+    import argparse
+
+    from fabe.export import export_model
+
+    parser = argparse.ArgumentParser(prog="python -m fabe export",
+                                     description="Merge a LoRA cleaner into its base model and save it (safetensors).")
+    parser.add_argument("--run", required=True, help="Run directory (its final/) or a checkpoint-N folder.")
+    parser.add_argument("--out", required=True, help="New folder for the exported model.")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
+    args = parser.parse_args(argv)
+    print(f"exported: {export_model(args.run, args.out, args.dtype)}")
+    return 0
+
+
 def _read_code(path: str) -> str:
     from pathlib import Path
 
@@ -297,6 +312,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
+    ("export",): (_export, "merge a LoRA cleaner into its base model and save it for use elsewhere"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

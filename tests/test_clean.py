@@ -158,3 +158,30 @@ def test_generation_reports_each_token_and_stops_when_cancelled(cleaner, decodin
                             cancel=cancel, on_token=on_token)
     assert [g for g, _ in seen] == [1, 2, 3] and {b for _, b in seen} == {40}
     assert len(cleaner.clean(CODE, CleanConfig(k=2, decoding=decoding, max_new_tokens=5))) == 2  # still usable
+
+
+def test_export_merges_a_lora_run_into_a_plain_model(tmp_path, small_dataset, tiny_model_dir):
+    from fabe.export import export_model
+    from fabe.train import TrainConfig, train
+
+    run = train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(tmp_path / "lora"),
+                            finetune="lora", mode="simple", max_steps=3, save_steps=100, eval_steps=0,
+                            batch_size=2, max_length=768, learning_rate=5e-2))
+    result = fabe("export", "--run", str(run), "--out", str(tmp_path / "merged"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = tmp_path / "merged"
+    assert (out / "model.safetensors").exists() and not (out / "adapter_config.json").exists()
+    assert json.loads((out / "fabe.json").read_text())["merged_lora"] is True
+    import torch
+    from safetensors.torch import load_file
+
+    base, tuned = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    assert any(not torch.equal(base[k], tuned[k]) for k in base if k in tuned)  # the adapter is in
+    cfg = CleanConfig(k=2, max_new_tokens=6)
+    merged, adapted = Cleaner.load(out), Cleaner.load(run)
+    assert type(merged.model).__name__ == "LlamaForCausalLM"
+    a, b = merged.clean(CODE, cfg), adapted.clean(CODE, cfg)
+    assert [c.code for c in a] == [c.code for c in b]
+    assert [c.score for c in a] == pytest.approx([c.score for c in b], abs=1e-4)
+    again = fabe("export", "--run", str(run), "--out", str(out))
+    assert again.returncode == 1 and "exists" in again.stderr

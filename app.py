@@ -17,9 +17,13 @@ for _key, _value in OFFLINE_ENV.items():
 
 import gradio as gr  # noqa: E402  (after the environment that keeps it offline)
 
+import pages.clean  # noqa: E402
 import pages.runs  # noqa: E402
 import pages.train  # noqa: E402
 from pages.context import AppContext  # noqa: E402
+
+
+CSS = pages.clean.CSS
 
 
 def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
@@ -30,6 +34,7 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
         with gr.Tabs() as tabs:
             train_tab = pages.train.build(ctx)
             runs_tab = pages.runs.build(ctx)
+            pages.clean.build(ctx)
         select, outputs = runs_tab.select
         train_tab.launched.change(select, [train_tab.launched], outputs).then(
             lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(),
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(args.runs_dir)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=args.host, server_port=args.port, auth=auth, share=False,
-                ssr_mode=False)
+                ssr_mode=False, css=CSS)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabe.rundir import MetricsFollower, RunDir
+from fabe.serving import CleanerCache
 
 
 @dataclass
@@ -14,6 +15,8 @@ class AppContext:
     runs_dir: Path
     followers: dict[str, MetricsFollower] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cleaners: CleanerCache = field(default_factory=CleanerCache)
+    cancels: dict[str, threading.Event] = field(default_factory=dict)  # session -> its generation
 
     def metrics(self, run_id: str) -> dict[str, list]:
         """The run's metrics columns, brought up to date by reading only what was appended.

@@ -33,7 +33,7 @@ def app_url(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("app") / "runs"
     demo = app.build_app(runs_dir)
     port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True,
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True, css=app.CSS,
                         quiet=True, ssr_mode=False)
     yield f"http://127.0.0.1:{port}", runs_dir
     demo.close()
@@ -149,3 +149,40 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     page.wait_for_function("() => document.querySelector('input[aria-label=\"Warmup steps\"]')?.value === '17'",
                            timeout=60_000)
     assert page.get_by_label("Learning rate", exact=True).input_value() == "0.0042"
+
+
+def choose(page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_dataset, tiny_model_dir):
+    from fabe.dataset import load_records
+    from fabe.train import TrainConfig, train
+
+    runs_dir = app_url[1]
+    train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "tiny-run"),
+                      mode="full", max_steps=3, batch_size=2, eval_steps=0, save_steps=100, max_length=768))
+    record = next(r for r in load_records(small_dataset / "test.jsonl") if r.trigger in ("dead_loop", "fixed"))
+    page.get_by_role("tab", name="Clean").click()
+    page.get_by_role("button", name="Refresh list").click()
+    choose(page, "Cleaner (shipped, a run's final model or checkpoint, or a model folder)", "tiny-run / final")
+    page.get_by_role("button", name="Load", exact=True).click()
+    page.wait_for_selector("#clean-loaded >> text=Loaded", timeout=60_000)
+    page.get_by_role("tab", name="Pick a dataset record").click()
+    fill(page, "Split (.jsonl/.json; a dataset folder or embedded: its test split)", str(small_dataset / "test.jsonl"))
+    page.get_by_role("button", name="List records").click()
+    page.wait_for_timeout(1000)
+    choose(page, "Record", record.id)
+    page.wait_for_selector(f"#clean-record-info >> text={record.trigger}", timeout=30_000)
+    fill(page, "Max new tokens (0: 1.25 x input + 16)", "12")
+    page.get_by_role("button", name="Clean", exact=True).click()
+    page.wait_for_selector("#clean-message >> text=4 candidates", timeout=120_000)  # K = 4 by default
+    assert page.locator("#candidates-table [role=grid]").get_attribute("aria-rowcount") == "5"  # header + K
+    cells = [c for c in page.locator("#candidates-table").inner_text().split("\n") if c.strip()]
+    body = cells[cells.index("lines changed") + 1:]
+    assert [body[i] for i in range(0, len(body), 6)] == ["1", "2", "3", "4"], body  # ranked rows
+    marked = page.locator(f"#clean-diff tr[data-trigger='{record.trigger}']")
+    assert marked.count() >= 1
+    assert marked.first.get_attribute("data-op") in ("delete", "replace")
+    assert page.locator("#clean-diff mark.trigger").count() >= 1

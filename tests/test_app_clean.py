@@ -1,0 +1,45 @@
+"""The Clean tab through the app's HTTP API (gradio_client): an input longer than the
+model's window gives the message and no candidates (nothing truncated silently); empty
+input is refused; a normal input gives K ranked candidates."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    import app
+    from gradio_client import Client
+
+    demo = app.build_app(tmp_path_factory.mktemp("runs"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        ssr_mode=False)
+    c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield c
+    c.close()
+    demo.close()
+
+
+def clean(client, source: str, code: str, k: int = 2, max_new: int = 6):
+    message, table, *_ = client.predict(source, code, k, 0.5, "diverse_beam", max_new, api_name="/clean")
+    return message, table["data"]
+
+
+def test_an_over_long_input_is_refused_with_nothing_truncated(client, tiny_model_dir):
+    long_code = "int f(void)\n{\n" + "    x = x + 1;\n" * 600 + "}"
+    message, rows = clean(client, str(tiny_model_dir), long_code)
+    assert "Input too long" in message and "window of 1024 tokens" in message
+    assert rows == [] or rows == [[""] * len(rows[0])]
+
+
+def test_empty_input_is_refused_and_code_is_cleaned(client, tiny_model_dir):
+    message, _ = clean(client, str(tiny_model_dir), "   ")
+    assert "input is empty" in message
+    message, rows = clean(client, str(tiny_model_dir), "int f(int a)\n{\n    return a;\n}", k=3)
+    assert message.startswith("3 candidates") and [r[0] for r in rows] == [1, 2, 3]

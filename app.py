@@ -18,6 +18,7 @@ for _key, _value in OFFLINE_ENV.items():
 import gradio as gr  # noqa: E402  (after the environment that keeps it offline)
 
 import pages.clean  # noqa: E402
+import pages.evaluate  # noqa: E402
 import pages.runs  # noqa: E402
 import pages.train  # noqa: E402
 from pages.context import AppContext  # noqa: E402
@@ -34,11 +35,15 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
         with gr.Tabs() as tabs:
             train_tab = pages.train.build(ctx)
             runs_tab = pages.runs.build(ctx)
-            pages.clean.build(ctx)
+            clean_tab = pages.clean.build(ctx)
+            eval_tab = pages.evaluate.build(ctx)
         select, outputs = runs_tab.select
         train_tab.launched.change(select, [train_tab.launched], outputs).then(
             lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(),
             [train_tab.launched], [tabs])
+        show_record, record_outputs = clean_tab.show_record
+        eval_tab.open_record.click(show_record, eval_tab.record_ref, record_outputs).then(
+            lambda: gr.Tabs(selected="clean"), None, [tabs])
     return demo
 
 

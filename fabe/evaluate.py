@@ -142,16 +142,29 @@ def evaluate(cleaner: Cleaner, records: Sequence[Record], cfg: CleanConfig | Non
     return summarize(rows), [asdict(r) for r in rows]
 
 
-def default_eval_dir(source: str | Path, data: str | Path, cfg: CleanConfig, limit: int) -> Path:
+def default_eval_dir(source: str | Path, data: str | Path, cfg: CleanConfig, limit: int,
+                     root: str | Path = "evals") -> Path:
     """Next to the run (`RUN/evals/NAME`, the checkpoint's run for a checkpoint), else under
-    `evals/`; NAME says which split, how many records and which decoding."""
+    `root/`; NAME says which split, how many records and which decoding."""
     source, data = Path(source), Path(data)
     name = f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else "") + f"-{cfg.decoding}-k{cfg.k}"
     if source.name.startswith("checkpoint-") or source.name == "final":
         return source.parent / "evals" / f"{name}-{source.name}"
     if (source / "status.json").exists():
         return source / "evals" / name
-    return Path("evals") / source.name / name
+    return Path(root) / source.name / name
+
+
+def saved_evals(root: str | Path) -> list[Path]:
+    """Folders holding an eval.json under `root` (runs' evals/ and others), newest first."""
+    found = [p.parent for p in Path(root).glob("**/eval.json")] if Path(root).is_dir() else []
+    return sorted(found, key=lambda p: (p / "eval.json").stat().st_mtime, reverse=True)
+
+
+def load_eval(folder: str | Path) -> dict:
+    import json
+
+    return json.loads((Path(folder) / "eval.json").read_text())
 
 
 def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,

@@ -115,8 +115,8 @@ def build(ctx: AppContext) -> CleanTab:
                     split = gr.Textbox("embedded", label="Split (.jsonl/.json; a dataset folder or embedded: its test split)")
                     list_btn = gr.Button("List records")
                 record = gr.Dropdown(label="Record", choices=[], elem_id="clean-record")
-                record_info = gr.Markdown(elem_id="clean-record-info")
                 reference = gr.Code(language="c", label="Reference clean code", interactive=False)
+        record_info = gr.Markdown(elem_id="clean-record-info")
         code = gr.Code(language="c", label="Poisoned code", interactive=True, elem_id="clean-input")
         with gr.Row():
             k = gr.Slider(1, 8, value=4, step=1, label="K candidates")

@@ -74,3 +74,25 @@ def lr_figure(columns: dict[str, list]) -> go.Figure:
     steps, values = _series(columns, "learning_rate")
     return _figure([_line(steps, values, name="learning rate", mode="lines")] if len(values) else [],
                    "Learning rate")
+
+
+COMPARED = ("trigger_removal", "exact", "codebleu", "bleu", "parse", "false_change", "top_weight")
+
+
+def compare_figure(results: dict[str, dict], metrics: tuple[str, ...] = COMPARED) -> go.Figure:
+    """One bar group per metric, one bar per evaluation (e.g. simple vs full mode)."""
+    traces = [dict(type="bar", name=name, x=list(metrics),
+                   y=[r["overall"].get(m) for m in metrics]) for name, r in results.items()]
+    fig = go.Figure(data=traces, layout=dict(title="Top candidate, overall", barmode="group", height=360,
+                                             yaxis=dict(range=[0, 1]), margin=dict(l=40, r=10, t=40, b=40)),
+                    _validate=False)
+    return fig
+
+
+def by_trigger_figure(results: dict[str, dict], metric: str = "exact") -> go.Figure:
+    """`metric` per trigger kind, one bar per evaluation."""
+    kinds = sorted({k for r in results.values() for k in r["by_trigger"]})
+    traces = [dict(type="bar", name=name, x=kinds, y=[r["by_trigger"].get(k, {}).get(metric) for k in kinds])
+              for name, r in results.items()]
+    return go.Figure(data=traces, layout=dict(title=f"{metric} by trigger kind", barmode="group", height=360,
+                                              margin=dict(l=40, r=10, t=40, b=40)), _validate=False)

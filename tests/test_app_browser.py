@@ -186,3 +186,34 @@ def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_da
     assert marked.count() >= 1
     assert marked.first.get_attribute("data-op") in ("delete", "replace")
     assert page.locator("#clean-diff mark.trigger").count() >= 1
+
+
+def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, small_dataset, tiny_model_dir):
+    from fabe.train import TrainConfig, train
+
+    runs_dir = app_url[1]
+    train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "two-ckpt"),
+                      mode="simple", max_steps=4, batch_size=2, eval_steps=0, save_steps=2, max_length=768))
+    page.get_by_role("tab", name="Evaluate").click()
+    page.get_by_role("button", name="Refresh lists").click()
+    page.wait_for_timeout(1000)
+    for ckpt in ("checkpoint-4", "checkpoint-2"):
+        choose(page, "Cleaners to evaluate", f"two-ckpt / {ckpt}")
+    fill(page, "Split to evaluate on (.jsonl/.json; embedded: its test split)", str(small_dataset / "test.jsonl"))
+    fill(page, "First N records (0: all)", "2")
+    fill(page, "Max new tokens (0: auto)", "8")
+    page.get_by_role("button", name="Evaluate", exact=True).click()
+    page.wait_for_selector("#eval-message >> text=Evaluated 2 cleaner(s)", timeout=180_000)
+    page.wait_for_function("""() => { const p = document.querySelector('#eval-chart .js-plotly-plot');
+        return p && p.data && p.data.length === 2; }""", timeout=60_000)
+    names = page.evaluate("() => document.querySelector('#eval-chart .js-plotly-plot').data.map(t => t.name)")
+    assert sorted(n.split("-")[-1] for n in names) == ["2", "4"], names  # both checkpoints in the chart
+    assert "two-ckpt" in page.locator("#eval-table").inner_text()
+    page.get_by_text("Record browser").click()
+    choose(page, "Evaluation", names[0])
+    page.wait_for_timeout(1000)
+    first_id = page.locator("#eval-records").inner_text().split("\n")
+    rec = next(line.strip() for line in first_id if line.strip().startswith("test-"))
+    choose(page, "Record to open", rec)
+    page.get_by_role("button", name="Open in the Clean tab").click()
+    page.wait_for_selector(f"#clean-record-info >> text={rec}", timeout=30_000)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 STATES = ("queued", "running", "finished", "failed", "stopped")
 METRIC_FIELDS = ("step", "max_steps", "epoch", "loss", "mle_loss", "rank_loss", "eval_loss",
                  "learning_rate", "grad_norm", "s_per_step", "eta_s", "time")
@@ -91,14 +93,15 @@ class RunDir:
 
 class MetricsFollower:
     """A run's metrics kept current by reading only the lines appended since the last poll,
-    as columns (one list per field) so a live chart over a long run costs no re-parsing.
-    A file that shrank or was replaced (a deleted and re-created run) is read afresh."""
+    as numeric columns (float arrays, NaN where a row lacks the field), so a live chart of a
+    long run costs neither re-parsing nor converting old rows. A file that shrank or was
+    replaced (a deleted and re-created run) is read afresh."""
 
     def __init__(self, run: RunDir):
         self.run = run
         self.offset = 0
         self.identity: tuple[int, int] | None = None
-        self.columns: dict[str, list] = {}
+        self.columns: dict[str, np.ndarray] = {}
         self.length = 0
 
     def poll(self) -> int:
@@ -113,13 +116,17 @@ class MetricsFollower:
         if st is None or st.st_size == self.offset:
             return 0
         rows, self.offset = self.run.read_metrics_from(self.offset)
-        for row in rows:
-            for key in row.keys() - self.columns.keys():
-                self.columns[key] = [None] * self.length
-            for key, column in self.columns.items():
-                column.append(row.get(key))
-            self.length += 1
+        keys = {k for row in rows for k, v in row.items() if isinstance(v, (int, float)) or v is None}
+        for key in keys | self.columns.keys():
+            new = np.array([_number(row.get(key)) for row in rows], dtype=float)
+            old = self.columns.get(key, np.full(self.length, np.nan))
+            self.columns[key] = np.concatenate([old, new])
+        self.length += len(rows)
         return len(rows)
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else np.nan
 
 
 def now() -> float:

@@ -50,8 +50,13 @@ def test_the_follower_keeps_columns_and_starts_over_on_a_new_file(tmp_path):
     run.append_metrics({"step": 1, "loss": 2.0})
     run.append_metrics({"step": 2, "loss": 1.0, "eval_loss": 1.5})
     assert follower.poll() == 2 and follower.poll() == 0
-    assert follower.columns == {"step": [1, 2], "loss": [2.0, 1.0], "eval_loss": [None, 1.5]}
+    as_lists = lambda: {k: [None if v != v else v for v in a.tolist()] for k, a in follower.columns.items()}  # noqa: E731
+    assert as_lists() == {"step": [1, 2], "loss": [2.0, 1.0], "eval_loss": [None, 1.5]}
+    run.append_metrics({"step": 3, "grad_norm": 0.5})
+    assert follower.poll() == 1
+    assert as_lists() == {"step": [1, 2, 3], "loss": [2.0, 1.0, None], "eval_loss": [None, 1.5, None],
+                          "grad_norm": [None, None, 0.5]}
     run.metrics_path.unlink()  # the run was deleted and a new one took its name
     run.append_metrics({"step": 1, "loss": 9.0})
     assert follower.poll() == 1
-    assert follower.columns == {"step": [1], "loss": [9.0]}
+    assert as_lists() == {"step": [1], "loss": [9.0]}

@@ -57,7 +57,8 @@ def _series(columns: dict[str, list], column: str) -> tuple[np.ndarray, np.ndarr
 
 def loss_figure(columns: dict[str, list]) -> go.Figure:
     traces = []
-    for column, name in LOSSES:
+    full_mode = len(_series(columns, "rank_loss")[1]) > 0
+    for column, name in LOSSES if full_mode else LOSSES[:1]:  # in simple mode MLE is the total
         steps, values = _series(columns, column)
         if len(values):
             traces.append(_line(steps, values, name=f"{name} (raw)", mode="lines", opacity=0.35))

@@ -69,7 +69,7 @@ def show(ctx: AppContext, run_id: str | None):
     info = runs.run_info(run) if run.path.exists() else None
     live = info is not None and info.state in runs.LIVE
     return (loss_figure(columns), lr_figure(columns), _progress_html(info),
-            runs.log_tail(run, 40) if info else "", gr.Timer(active=live))
+            runs.log_tail(run, 12) if info else "", gr.Timer(active=live))
 
 
 def build(ctx: AppContext) -> RunsTab:
@@ -83,7 +83,7 @@ def build(ctx: AppContext) -> RunsTab:
         with gr.Row():
             loss_plot = gr.Plot(elem_id="loss-plot")
             lr_plot = gr.Plot(elem_id="lr-plot")
-        log = gr.Textbox(label="train.log (last lines)", lines=14, max_lines=14, autoscroll=True,
+        log = gr.Textbox(label="train.log (last lines, newest at the bottom)", lines=16, max_lines=16, autoscroll=True,
                          elem_id="run-log")
         gpus = gr.Markdown(_gpu_markdown())
         with gr.Row():

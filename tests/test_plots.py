@@ -38,3 +38,8 @@ def test_a_long_run_is_thinned_but_keeps_its_ends():
     raw = _traces(loss_figure(columns))["total (raw)"]
     assert len(raw.x) <= MAX_POINTS
     assert raw.x[0] == 1 and raw.x[-1] == n and raw.y[-1] == pytest.approx(1.0 / n)
+
+
+def test_a_simple_mode_run_shows_the_total_loss_only_once():
+    columns = {"step": [10, 20], "loss": [3.0, 2.0], "mle_loss": [3.0, 2.0], "rank_loss": [None, None]}
+    assert set(_traces(loss_figure(columns))) == {"total (raw)", "total (smoothed)"}

@@ -1,0 +1,49 @@
+"""Baseline purifiers: statement spans, the n-gram model, and removal of a planted trigger
+statement from a toy example while clean code is left alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from fabe.corpus import generate_functions
+from fabe.purifiers import NgramLM, naturalness_purifier, statement_spans, without
+from fabe.triggers import detect_triggers, insert_trigger
+
+TOY = "int f(int a)\n{\n    int b = a + 1;\n    if (b > 2) {\n        b = 2;\n    }\n    return b;\n}"
+
+
+def test_statement_spans_cover_whole_lines_of_every_block():
+    spans = statement_spans(TOY)
+    texts = [TOY[s:e] for s, e in spans]
+    assert texts[0] == "    int b = a + 1;\n" and "        b = 2;\n" in texts and "    return b;\n" in texts
+    assert without(TOY, spans[0]).splitlines()[2] == "    if (b > 2) {"
+
+
+def test_the_ngram_model_is_a_distribution_and_prefers_seen_code():
+    lm = NgramLM().fit([TOY] * 3)
+    vocab = list(lm.uni)
+    total = sum(math.exp(lm.logprob("{", "int", w)) for w in vocab)
+    assert 0.9 < total <= 1.0  # the rest is left for unseen tokens
+    seen, _ = lm.nll(TOY)
+    odd, _ = lm.nll(TOY.replace("return b;", "return zz_unseen(b);"))
+    assert seen < odd
+
+
+@pytest.fixture(scope="module")
+def clean_codes():
+    return [f.code for f in generate_functions(900, seed=5)]
+
+
+@pytest.mark.parametrize("kind", ["assert", "volatile"])
+def test_the_naturalness_purifier_removes_a_planted_trigger_statement(clean_codes, kind):
+    purifier = naturalness_purifier(clean_codes[:800], clean_codes[800:])
+    for clean in [f.code for f in generate_functions(3, seed=1234)]:
+        poisoned = insert_trigger(clean, kind, 0)
+        gain, first = purifier.best_removal(poisoned.code)
+        assert gain > purifier.threshold  # the trigger is the most unnatural statement ...
+        assert " ".join(first.split()) == " ".join(clean.split())  # ... and is what goes
+        assert not any(d.kind == kind for d in detect_triggers(purifier.purify(poisoned.code)))
+    kept = sum(purifier.purify(c) == c for c in clean_codes[800:])
+    assert kept >= 0.9 * 100  # calibrated: about 95% of clean functions are left alone

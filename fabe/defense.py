@@ -1,0 +1,122 @@
+"""Defending a backdoored victim classifier, and measuring it: attack success rate (ASR) and
+clean accuracy (CA) per defense and trigger kind, with the seconds each defense costs.
+
+Defenses (`DEFENSES`):
+- `fabe`: FABE's front-door adjustment. Clean each input into K candidates m_k with weights
+  w = softmax of their scores; predict argmax_c sum_k w_k * logits_c(m_k) (DESIGN.md).
+- `top1`: the victim on the top candidate only.
+- `naturalness`: KillBadCode-style purifier (`fabe.purifiers`, an n-gram model of clean code).
+- `onion`: ONION-style purifier with a causal LM (by default the cleaner's weights read as a
+  plain language model of code).
+- `none`: the victim on the input as it is.
+
+ASR counts poisoned inputs whose true label is not the attacker's target (unlabelled
+records: whose clean version the victim does not already put in the target class) and is
+the share the victim puts in the target class. CA is the accuracy on unpoisoned inputs that
+carry a label.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from fabe.dataset import Record
+
+DEFENSES = ("fabe", "top1", "naturalness", "onion", "none")
+
+
+def front_door(logits: torch.Tensor, weights: Sequence[float]) -> int:
+    """argmax over classes of sum_k w_k * logits[k]; `logits` is (K, classes)."""
+    w = torch.as_tensor(list(weights), dtype=logits.dtype)
+    return int((w[:, None] * logits).sum(0).argmax())
+
+
+@dataclass
+class Outcome:
+    """One record under one defense."""
+
+    id: str
+    trigger: str  # "none" for unpoisoned inputs
+    label: int | None
+    counted_for: str  # "asr", "ca" or "" (neither)
+    prediction: int
+    seconds: float
+
+
+@dataclass
+class DefenseRun:
+    """What `defend` needs besides the records: the victim, and per defense its parts."""
+
+    victim: object  # fabe.victim.Victim
+    target: int
+    cleaner: object | None = None  # fabe.clean.Cleaner, for fabe and top1
+    clean_cfg: object | None = None  # fabe.clean.CleanConfig
+    purifiers: dict[str, object] = field(default_factory=dict)  # name -> StatementPurifier
+
+
+def _counted_for(record: Record, target: int, clean_pred: int | None) -> str:
+    if record.trigger is None:
+        return "ca" if record.label is not None else ""
+    truth = record.label if record.label is not None else clean_pred
+    return "asr" if truth is not None and truth != target else ""
+
+
+def defend(run: DefenseRun, records: Sequence[Record], defenses: Sequence[str],
+           progress: Callable[[int, int], None] | None = None) -> dict[str, list[Outcome]]:
+    """Each defense's outcome on each record (cleaning is done once for fabe and top1, and
+    its time is counted in both)."""
+    unknown = [d for d in defenses if d not in DEFENSES]
+    if unknown:
+        raise ValueError(f"defenses: unknown {unknown}; known: {list(DEFENSES)}")
+    if {"fabe", "top1"} & set(defenses) and run.cleaner is None:
+        raise ValueError("defenses fabe and top1 need a cleaner")
+    victim = run.victim
+    out: dict[str, list[Outcome]] = {d: [] for d in defenses}
+    for i, rec in enumerate(records):
+        clean_pred = None
+        if rec.trigger is not None and rec.label is None and rec.clean is not None:
+            clean_pred = victim.predict([rec.clean])[0]
+        counted = _counted_for(rec, run.target, clean_pred)
+        cands, clean_s = None, 0.0
+        if {"fabe", "top1"} & set(defenses):
+            start = time.perf_counter()
+            cands = run.cleaner.clean(rec.input, run.clean_cfg)
+            clean_s = time.perf_counter() - start
+        for name in defenses:
+            start = time.perf_counter()
+            if name == "none":
+                pred = victim.predict([rec.input])[0]
+            elif name == "fabe":
+                pred = front_door(victim.logits([c.code for c in cands]), [c.weight for c in cands])
+            elif name == "top1":
+                pred = victim.predict([cands[0].code])[0]
+            else:
+                pred = victim.predict([run.purifiers[name].purify(rec.input)])[0]
+            seconds = time.perf_counter() - start + (clean_s if name in ("fabe", "top1") else 0.0)
+            out[name].append(Outcome(rec.id, rec.trigger or "none", rec.label, counted, pred, round(seconds, 4)))
+        if progress is not None:
+            progress(i + 1, len(records))
+    return out
+
+
+def _rates(rows: Sequence[Outcome], target: int) -> dict:
+    asr = [r for r in rows if r.counted_for == "asr"]
+    ca = [r for r in rows if r.counted_for == "ca"]
+    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
+    return {"asr": mean([r.prediction == target for r in asr]), "asr_n": len(asr),
+            "ca": mean([r.prediction == r.label for r in ca]), "ca_n": len(ca),
+            "s_per_sample": mean([r.seconds for r in rows])}
+
+
+def summarize_defense(outcomes: dict[str, list[Outcome]], target: int) -> dict:
+    """Per defense: overall ASR, CA, seconds per sample, and ASR per trigger kind."""
+    result = {}
+    for name, rows in outcomes.items():
+        kinds = sorted({r.trigger for r in rows} - {"none"})
+        result[name] = {"overall": _rates(rows, target),
+                        "by_trigger": {k: _rates([r for r in rows if r.trigger == k], target) for k in kinds}}
+    return result

@@ -1,0 +1,75 @@
+"""Defenses: the front-door aggregation by hand, and the measurements on a victim that
+ignores its input (ASR 0, CA unchanged by any defense)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fabe.clean import _candidates
+from fabe.dataset import Record
+from fabe.defense import DefenseRun, defend, front_door, summarize_defense
+
+
+def test_front_door_is_the_weighted_sum_of_logits():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 1.5]])
+    # 0.5*2 = 1.0 for class 0; 0.3*1 + 0.2*1.5 = 0.6 for class 1
+    assert front_door(logits, [0.5, 0.3, 0.2]) == 0
+    # 0.2*2 = 0.4 vs 0.4*1 + 0.4*1.5 = 1.0
+    assert front_door(logits, [0.2, 0.4, 0.4]) == 1
+    scores = [-0.1, -0.5, -0.2]
+    weights = [math.exp(s) / sum(math.exp(t) for t in scores) for s in scores]
+    expected = max(range(2), key=lambda c: sum(w * float(logits[k, c]) for k, w in enumerate(weights)))
+    assert front_door(logits, weights) == expected
+
+
+class ConstantVictim:
+    """Always predicts class 1 (not the target), whatever the input."""
+
+    def logits(self, codes):
+        return torch.tensor([[0.0, 3.0]] * len(codes))
+
+    def predict(self, codes):
+        return self.logits(codes).argmax(-1).tolist()
+
+
+class EchoCleaner:
+    def clean(self, code, cfg=None):
+        return _candidates([code, code + "\n"], [-0.1, -0.2], [True, True])
+
+
+class DropNothing:
+    def purify(self, code):
+        return code
+
+
+@pytest.fixture
+def records():
+    def rec(i, trigger, label):
+        return Record(id=f"r{i}", input=f"int f{i}(void) {{ return {i}; }}", output=["a", "b"], score=[1, 0],
+                      clean=f"int f{i}(void) {{ return {i}; }}", trigger=trigger, label=label)
+    return [rec(0, "fixed", 1), rec(1, "fixed", 0), rec(2, "assert", 1), rec(3, None, 1), rec(4, None, 0),
+            rec(5, "assert", None)]
+
+
+def test_a_victim_that_ignores_its_input_has_no_attack_success_and_the_same_accuracy(records):
+    run = DefenseRun(victim=ConstantVictim(), target=0, cleaner=EchoCleaner(),
+                     purifiers={"naturalness": DropNothing(), "onion": DropNothing()})
+    outcomes = defend(run, records, ["none", "fabe", "top1", "naturalness", "onion"])
+    summary = summarize_defense(outcomes, target=0)
+    for name, result in summary.items():
+        o = result["overall"]
+        # ASR counts poisoned records whose truth is not the target: r0, r2, and r5 (its clean
+        # version is predicted 1); CA counts unpoisoned labelled ones: r3 (right), r4 (wrong)
+        assert (o["asr"], o["asr_n"], o["ca"], o["ca_n"]) == (0.0, 3, 0.5, 2), name
+        assert set(result["by_trigger"]) == {"fixed", "assert"} and o["s_per_sample"] >= 0
+    assert [r.counted_for for r in outcomes["none"]] == ["asr", "", "asr", "ca", "ca", "asr"]
+
+
+def test_unknown_defenses_and_a_missing_cleaner_are_named(records):
+    with pytest.raises(ValueError, match="unknown \\['magic'\\]"):
+        defend(DefenseRun(victim=ConstantVictim(), target=0), records, ["magic"])
+    with pytest.raises(ValueError, match="need a cleaner"):
+        defend(DefenseRun(victim=ConstantVictim(), target=0), records, ["fabe"])

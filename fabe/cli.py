@@ -175,6 +175,43 @@ def _export(argv: list[str]) -> int:
     return 0
 
 
+def _defend(argv: list[str]) -> int:
+    import argparse
+    import json
+
+    from tqdm.auto import tqdm
+
+    from fabe.defense import DEFENSES, run_defense
+
+    parser = argparse.ArgumentParser(prog="python -m fabe defend",
+                                     description="ASR and clean accuracy of a victim under each defense.")
+    parser.add_argument("--victim", required=True, help="A sequence-classification folder, or embedded.")
+    parser.add_argument("--cleaner", help="The cleaner's run directory, final/ or checkpoint (fabe, top1, onion).")
+    parser.add_argument("--data", required=True, help="A Tuna-format split (records with trigger, clean, label).")
+    parser.add_argument("--defenses", default=",".join(DEFENSES), help=f"Comma list among {','.join(DEFENSES)}.")
+    parser.add_argument("--limit", type=int, default=0, help="Use the first N records (0: all).")
+    parser.add_argument("--k", type=int, default=4, help="Candidates per input (fabe).")
+    parser.add_argument("--target_label", type=int, help="The attack's target label (default: from victim.json).")
+    parser.add_argument("--out", help="Folder for defense.json and outcomes.csv (default: next to the cleaner's run).")
+    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    args = parser.parse_args(argv)
+    cleaner = _default_cleaner() if args.cleaner in (None, "embedded") else args.cleaner
+    bar = tqdm(desc="defending", unit="rec", disable=args.json and not sys.stderr.isatty())
+    result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
+                              args.limit, args.k, args.target_label, args.out,
+                              progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    bar.close()
+    if args.json:
+        print(json.dumps({**result, "out": str(out)}, indent=2))
+    else:
+        import pandas as pd
+
+        rows = {name: r["overall"] for name, r in result["defenses"].items()}
+        print(pd.DataFrame(rows).T.to_string())
+        print(f"\nsaved: {out / 'defense.json'}, {out / 'outcomes.csv'}")
+    return 0
+
+
 def _read_code(path: str) -> str:
     from pathlib import Path
 
@@ -313,6 +350,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
     ("export",): (_export, "merge a LoRA cleaner into its base model and save it for use elsewhere"),
+    ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

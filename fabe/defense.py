@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -120,3 +121,87 @@ def summarize_defense(outcomes: dict[str, list[Outcome]], target: int) -> dict:
         result[name] = {"overall": _rates(rows, target),
                         "by_trigger": {k: _rates([r for r in rows if r.trigger == k], target) for k in kinds}}
     return result
+
+
+def clean_corpus_for(data: Path, n: int = 2000) -> list[str]:
+    """Clean code for the purifiers' language models, kept apart from what is measured: the
+    `clean` fields of the training split beside `data` when it has one, else generated
+    functions (a seed no dataset builder uses by default)."""
+    from fabe.dataset import load_records
+
+    train = data.parent / "train.jsonl"
+    if train.exists() and train != data:
+        codes = [r.clean for r in load_records(train) if r.clean]
+        if len(codes) >= 200:
+            return codes[:n]
+    from fabe.corpus import generate_functions
+
+    return [f.code for f in generate_functions(n, seed=9001)]
+
+
+def default_defense_dir(cleaner: str | Path, data: Path, limit: int) -> Path:
+    name = f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else "")
+    source = Path(cleaner)
+    if source.name.startswith("checkpoint-") or source.name == "final":
+        return source.parent / "defense" / f"{name}-{source.name}"
+    if (source / "status.json").exists():
+        return source / "defense" / name
+    return Path("defense") / source.name / name
+
+
+def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defenses: Sequence[str],
+                limit: int = 0, k: int = 4, target: int | None = None, out: str | Path | None = None,
+                progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
+    """Load the victim and the cleaner, build the baselines, defend every record of `data`
+    (the first `limit`), and save defense.json and outcomes.csv (to `out` or next to the
+    cleaner's run)."""
+    import csv
+    import os
+    from dataclasses import asdict, fields
+
+    from fabe.clean import CleanConfig, Cleaner
+    from fabe.dataset import load_records
+    from fabe.purifiers import causal_lm_nll, naturalness_purifier, onion_purifier
+    from fabe.rundir import write_json_atomic
+    from fabe.victim import Victim
+
+    data = Path(data)
+    records = load_records(data)
+    records = records[:limit] if limit else records
+    if not records:
+        raise ValueError(f"{data}: no records")
+    victim = Victim.load(victim_src)
+    target = target if target is not None else victim.target_label
+    if target is None:
+        raise ValueError(f"{victim_src}: no victim.json with the attack's target label; give --target_label")
+    cleaner = Cleaner.load(cleaner_src) if cleaner_src and {"fabe", "top1", "onion"} & set(defenses) else None
+    if "onion" in defenses and cleaner is None:
+        raise ValueError("the onion defense reads the cleaner's weights as its language model: give --cleaner")
+    purifiers: dict[str, object] = {}
+    if {"naturalness", "onion"} & set(defenses):
+        corpus = clean_corpus_for(data)
+        fit, calibration = corpus[:-100], corpus[-100:]
+        if "naturalness" in defenses:
+            purifiers["naturalness"] = naturalness_purifier(fit, calibration)
+        if "onion" in defenses:
+            purifiers["onion"] = onion_purifier(causal_lm_nll(cleaner.model, cleaner.tokenizer), calibration[:40])
+    run = DefenseRun(victim, target, cleaner, CleanConfig(k=k), purifiers)
+    start = time.time()
+    outcomes = defend(run, records, defenses, progress)
+    result = {"meta": {"victim": str(victim_src), "cleaner": str(cleaner_src), "data": str(data),
+                       "records": len(records), "limit": limit, "k": k, "target_label": target,
+                       "seconds": round(time.time() - start, 1),
+                       "thresholds": {n: round(p.threshold, 4) for n, p in purifiers.items()}},
+              "victim": victim.meta.get("held_out", {}),
+              "defenses": summarize_defense(outcomes, target)}
+    folder = Path(out) if out else default_defense_dir(cleaner_src or victim_src, data, limit)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".outcomes.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["defense", *[fl.name for fl in fields(Outcome)]])
+        writer.writeheader()
+        for name, rows in outcomes.items():
+            writer.writerows({"defense": name, **asdict(r)} for r in rows)
+    os.replace(tmp, folder / "outcomes.csv")
+    write_json_atomic(folder / "defense.json", result)
+    return result, folder

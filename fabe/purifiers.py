@@ -117,7 +117,12 @@ def ngram_scorer(lm: NgramLM) -> Scorer:
 
 def causal_lm_nll(model, tokenizer, batch_size: int = 8) -> Scorer:
     """(total NLL, tokens) of each text under a Hugging Face causal LM."""
+    import copy
+
     import torch
+
+    tokenizer = copy.copy(tokenizer)
+    tokenizer.padding_side = "right"  # positions count from the text's first token
 
     from fabe.losses import IGNORE_INDEX, token_logprobs
 

@@ -73,3 +73,42 @@ def test_unknown_defenses_and_a_missing_cleaner_are_named(records):
         defend(DefenseRun(victim=ConstantVictim(), target=0), records, ["magic"])
     with pytest.raises(ValueError, match="need a cleaner"):
         defend(DefenseRun(victim=ConstantVictim(), target=0), records, ["fabe"])
+
+
+DEFENSE_FIELDS = {"asr", "asr_n", "ca", "ca_n", "s_per_sample"}
+
+
+@pytest.fixture(scope="module")
+def small_victim(tmp_path_factory, tiny_model_dir):
+    from unittest import mock
+
+    import fabe.modeling
+    from fabe.victim import VictimConfig, train_victim
+
+    with mock.patch.object(fabe.modeling, "embedded_base_path", lambda: tiny_model_dir):
+        return train_victim(VictimConfig(out=str(tmp_path_factory.mktemp("v") / "victim"), n=120, epochs=1,
+                                         hidden_size=32, num_layers=1, num_heads=2, batch_size=16))
+
+
+def test_defend_json_fields_are_stable_and_results_are_saved(small_victim, tiny_model_dir, small_dataset, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "def"
+    result = subprocess.run(
+        [sys.executable, "-m", "fabe", "defend", "--victim", str(small_victim), "--cleaner", str(tiny_model_dir),
+         "--data", str(small_dataset / "test.jsonl"), "--limit", "3", "--k", "2", "--out", str(out), "--json"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(result.stdout)
+    assert set(data) == {"meta", "victim", "defenses", "out"}
+    assert set(data["defenses"]) == {"fabe", "top1", "naturalness", "onion", "none"}
+    for res in data["defenses"].values():
+        assert set(res) == {"overall", "by_trigger"} and set(res["overall"]) == DEFENSE_FIELDS
+        assert all(set(v) == DEFENSE_FIELDS for v in res["by_trigger"].values())
+    assert {"victim", "cleaner", "data", "records", "k", "target_label", "seconds", "thresholds"} <= set(data["meta"])
+    assert set(data["victim"]) >= {"clean_accuracy", "asr"}
+    assert json.loads((out / "defense.json").read_text())["defenses"] == data["defenses"]
+    assert (out / "outcomes.csv").read_text().count("\n") == 1 + 5 * 3

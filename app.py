@@ -18,6 +18,7 @@ for _key, _value in OFFLINE_ENV.items():
 import gradio as gr  # noqa: E402  (after the environment that keeps it offline)
 
 import pages.clean  # noqa: E402
+import pages.defense  # noqa: E402
 import pages.evaluate  # noqa: E402
 import pages.runs  # noqa: E402
 import pages.train  # noqa: E402
@@ -37,6 +38,7 @@ def build_app(runs_dir: str | Path = "runs") -> gr.Blocks:
             runs_tab = pages.runs.build(ctx)
             clean_tab = pages.clean.build(ctx)
             eval_tab = pages.evaluate.build(ctx)
+            pages.defense.build(ctx)
         select, outputs = runs_tab.select
         train_tab.launched.change(select, [train_tab.launched], outputs).then(
             lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(),

@@ -97,3 +97,17 @@ def by_trigger_figure(results: dict[str, dict], metric: str = "exact") -> go.Fig
               for name, r in results.items()]
     return go.Figure(data=traces, layout=dict(title=f"{metric} by trigger kind", barmode="group", height=360,
                                               margin=dict(l=40, r=10, t=40, b=40)), _validate=False)
+
+
+def defense_figure(defenses: dict[str, dict]) -> go.Figure:
+    """ASR (solid) and clean accuracy (hatched) per defense, per trigger kind for ASR."""
+    kinds = sorted({k for r in defenses.values() for k in r["by_trigger"]})
+    traces = [dict(type="bar", name=f"{name} ASR", x=["all", *kinds],
+                   y=[r["overall"]["asr"], *[r["by_trigger"].get(k, {}).get("asr") for k in kinds]])
+              for name, r in defenses.items()]
+    traces += [dict(type="bar", name=f"{name} CA", x=["clean accuracy"], y=[r["overall"]["ca"]],
+                    marker=dict(pattern=dict(shape="/")))
+               for name, r in defenses.items()]
+    return go.Figure(data=traces, layout=dict(title="Attack success rate (lower is better) and clean accuracy",
+                                              barmode="group", height=380, yaxis=dict(range=[0, 1]),
+                                              margin=dict(l=40, r=10, t=40, b=40)), _validate=False)

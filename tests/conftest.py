@@ -51,3 +51,16 @@ def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "small"
     build_dataset(BuildConfig(out=str(out), n=48, seed=2, split="0.75,0.125,0.125"))
     return out
+
+
+@pytest.fixture(scope="session")
+def small_victim(tmp_path_factory, tiny_model_dir):
+    """A small victim classifier (the embedded recipe at toy sizes)."""
+    from unittest import mock
+
+    import fabe.modeling
+    from fabe.victim import VictimConfig, train_victim
+
+    with mock.patch.object(fabe.modeling, "embedded_base_path", lambda: tiny_model_dir):
+        return train_victim(VictimConfig(out=str(tmp_path_factory.mktemp("v") / "victim"), n=120, epochs=1,
+                                         hidden_size=32, num_layers=1, num_heads=2, batch_size=16))

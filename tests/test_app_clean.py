@@ -43,3 +43,15 @@ def test_empty_input_is_refused_and_code_is_cleaned(client, tiny_model_dir):
     assert "input is empty" in message
     message, rows = clean(client, str(tiny_model_dir), "int f(int a)\n{\n    return a;\n}", k=3)
     assert message.startswith("3 candidates") and [r[0] for r in rows] == [1, 2, 3]
+
+
+def test_the_defense_tab_runs_and_shows_every_defense(client, small_victim, tiny_model_dir, small_dataset):
+    import json
+
+    message, _, table, chart, victim_md = client.predict(
+        str(small_victim), str(tiny_model_dir), str(small_dataset / "test.jsonl"), ["fabe", "none"], 2, 2,
+        api_name="/defend")
+    assert message.startswith("Saved to")
+    assert [row[0] for row in table["data"]] == ["fabe", "none"]
+    names = {t["name"] for t in json.loads(chart["plot"])["data"]}
+    assert {"fabe ASR", "none ASR", "fabe CA", "none CA"} <= names and "clean accuracy" in victim_md

@@ -78,18 +78,6 @@ def test_unknown_defenses_and_a_missing_cleaner_are_named(records):
 DEFENSE_FIELDS = {"asr", "asr_n", "ca", "ca_n", "s_per_sample"}
 
 
-@pytest.fixture(scope="module")
-def small_victim(tmp_path_factory, tiny_model_dir):
-    from unittest import mock
-
-    import fabe.modeling
-    from fabe.victim import VictimConfig, train_victim
-
-    with mock.patch.object(fabe.modeling, "embedded_base_path", lambda: tiny_model_dir):
-        return train_victim(VictimConfig(out=str(tmp_path_factory.mktemp("v") / "victim"), n=120, epochs=1,
-                                         hidden_size=32, num_layers=1, num_heads=2, batch_size=16))
-
-
 def test_defend_json_fields_are_stable_and_results_are_saved(small_victim, tiny_model_dir, small_dataset, tmp_path):
     import json
     import subprocess

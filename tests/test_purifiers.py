@@ -47,3 +47,19 @@ def test_the_naturalness_purifier_removes_a_planted_trigger_statement(clean_code
         assert not any(d.kind == kind for d in detect_triggers(purifier.purify(poisoned.code)))
     kept = sum(purifier.purify(c) == c for c in clean_codes[800:])
     assert kept >= 0.9 * 100  # calibrated: about 95% of clean functions are left alone
+
+
+def test_the_onion_purifier_removes_a_planted_trigger_statement(clean_codes):
+    from fabe.embedded import SHIPPED
+
+    if not (SHIPPED / "config.json").exists():
+        pytest.skip("no embedded cleaner shipped (its weights are the ONION language model)")
+    from fabe.modeling import load_trained
+    from fabe.purifiers import causal_lm_nll, onion_purifier
+
+    model, tokenizer, _ = load_trained(str(SHIPPED))
+    purifier = onion_purifier(causal_lm_nll(model, tokenizer), clean_codes[:20])
+    for clean in [f.code for f in generate_functions(2, seed=4321)]:
+        poisoned = insert_trigger(clean, "assert", 0)
+        gain, first = purifier.best_removal(poisoned.code)
+        assert gain > purifier.threshold and " ".join(first.split()) == " ".join(clean.split())

@@ -124,10 +124,23 @@ def _clean(argv: list[str]) -> int:
     return 0
 
 
+def _records_bar(desc: str, quiet: bool):
+    """A tqdm bar over records (hidden under --json unless stderr is a terminal) and the
+    progress(done, total) callback that drives it."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(desc=desc, unit="rec", disable=quiet and not sys.stderr.isatty())
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    return bar, progress
+
+
 def _eval(argv: list[str]) -> int:
     import json
 
-    from tqdm.auto import tqdm
     from transformers import HfArgumentParser
 
     from fabe.clean import CleanConfig
@@ -145,9 +158,8 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     src = args.run or (_default_cleaner() if args.model == "embedded" else args.model)
-    bar = tqdm(desc="evaluating", unit="rec", disable=args.json and not sys.stderr.isatty())
-    result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size,
-                           progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+    bar, progress = _records_bar("evaluating", args.json)
+    result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size, progress)
     bar.close()
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
@@ -179,8 +191,6 @@ def _defend(argv: list[str]) -> int:
     import argparse
     import json
 
-    from tqdm.auto import tqdm
-
     from fabe.defense import DEFENSES, run_defense
 
     parser = argparse.ArgumentParser(prog="python -m fabe defend",
@@ -196,10 +206,9 @@ def _defend(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     args = parser.parse_args(argv)
     cleaner = _default_cleaner() if args.cleaner in (None, "embedded") else args.cleaner
-    bar = tqdm(desc="defending", unit="rec", disable=args.json and not sys.stderr.isatty())
+    bar, progress = _records_bar("defending", args.json)
     result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
-                              args.limit, args.k, args.target_label, args.out,
-                              progress=lambda done, total: (setattr(bar, "total", total), bar.update(done - bar.n)))
+                              args.limit, args.k, args.target_label, args.out, progress)
     bar.close()
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))

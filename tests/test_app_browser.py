@@ -4,13 +4,12 @@ no run."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import time
 from pathlib import Path
 
 import pytest
+
+from helpers import free_port
 
 from pages.train import DATA_LABEL
 
@@ -18,12 +17,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

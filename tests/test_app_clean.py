@@ -4,9 +4,10 @@ input is refused; a normal input gives K ranked candidates."""
 
 from __future__ import annotations
 
-import socket
 
 import pytest
+
+from helpers import free_port
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +16,7 @@ def client(tmp_path_factory):
     from gradio_client import Client
 
     demo = app.build_app(tmp_path_factory.mktemp("runs"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                         ssr_mode=False)
     c = Client(f"http://127.0.0.1:{port}/", verbose=False)

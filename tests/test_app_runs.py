@@ -7,29 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 
 import pytest
 
+from helpers import free_port, wait_for
+
 from fabe import runs
 from fabe.train import TrainConfig
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float = 240.0, every: float = 0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 class App:

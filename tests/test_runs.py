@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_for
+
 from fabe import runs
 from fabe.rundir import RunDir
 from fabe.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def wait_for(predicate, timeout: float = 240.0, every: float = 0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture

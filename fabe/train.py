@@ -76,6 +76,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16.", "choices": list(PRECISIONS)})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    shared_prompt: bool = field(default=True, metadata={
+        "help": "Full mode: run each prompt once and score its candidates on its KV cache (not with "
+                "gradient checkpointing, which turns the cache off)."})
     seed: int = field(default=0, metadata={"help": "Seed for data order and initialization."})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard, wandb, ... (comma list)."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run the model repo's own code."})
@@ -127,6 +130,32 @@ def config_to_argv(cfg: TrainConfig) -> list[str]:
     return argv
 
 
+def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
+    """Logits of every candidate with its sample's prompt run once: the prompts' KV cache is
+    repeated for each candidate (index_select, so gradients reach the prompt through every
+    candidate) and the candidates are run on top of it. Returns an object with `logits`
+    (R, 1 + T, V): the prompt's last position, then each candidate position, which is the
+    target part of the plain layout's logits."""
+    from types import SimpleNamespace
+
+    from transformers import DynamicCache
+
+    mask = inputs["prompt_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    out = model(input_ids=inputs["prompt_ids"], attention_mask=mask, position_ids=positions,
+                cache=cache, use_cache=True)
+    owner = inputs["owner"]
+    cache = out.past_key_values
+    cache.reorder_cache(owner)
+    cand_mask = inputs["cand_mask"]
+    start = mask.sum(-1)[owner][:, None]  # each prompt's length
+    cand = model(input_ids=inputs["cand_ids"], attention_mask=torch.cat([mask[owner], cand_mask], 1),
+                 position_ids=start + torch.arange(cand_mask.size(1), device=mask.device),
+                 cache=cache, use_cache=True)
+    return SimpleNamespace(logits=torch.cat([out.logits[owner, -1:], cand.logits], 1))
+
+
 class FabeTrainer(Trainer):
     """Trainer whose loss is alpha * MLE (+ beta * ranking in full mode)."""
 
@@ -147,7 +176,10 @@ class FabeTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         full = self.fabe.mode == "full"
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        if "prompt_ids" in inputs:
+            outputs = shared_prompt_forward(model, inputs)
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         labels = inputs["score_labels"] if full else inputs["labels"]
         token_lp = token_logprobs(outputs.logits, labels)  # (R, T-1)
         mle_mask = inputs["labels"][:, 1:].ne(-100)
@@ -446,8 +478,8 @@ def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Recor
     trainer = FabeTrainer(
         model=model, args=_training_args(cfg, run.path, valid_set is not None),
         train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer,
-        data_collator=Collator(tokenizer.pad_token_id, cfg.mode,
-                               8 if torch.cuda.is_available() else None),
+        data_collator=Collator(tokenizer.pad_token_id, cfg.mode, 8 if torch.cuda.is_available() else None,
+                               shared_prompt=cfg.shared_prompt and not cfg.gradient_checkpointing),
         callbacks=[RunMetricsCallback(run), stop], fabe=cfg, lengths=train_set.lengths)
     checkpoint = bool(run.checkpoints())
     if checkpoint:

@@ -124,6 +124,38 @@ def test_ranking_loss_alone_reaches_lora_weights_with_gradient_checkpointing(tin
     assert all(p.grad is None for p in frozen)
 
 
+@pytest.mark.parametrize("rank_loss", ["listmle", "margin"])
+def test_the_shared_prompt_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path, rank_loss):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.train()
+    cfg = TrainConfig(data="x", mode="full", rank_loss=rank_loss)
+    trainer = _trainer(model, tokenizer, cfg, tmp_path)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop
+    records = [_record("int g(void)\n{\n}", 3), _record("int h(int a)\n{\n    return a + a;\n}", 4)]
+    records[1] = Record(id="long", input="int k(int a, int b)\n{\n    return a * b - 1;\n}",
+                        output=records[1].output, score=records[1].score)  # prompts of different lengths
+    encoded, _ = encode_records(records, tokenizer, "full", 1024)
+    results = []
+    for shared in (False, True):
+        batch = Collator(tokenizer.pad_token_id, "full", shared_prompt=shared)(encoded)
+        model.zero_grad()
+        n = int(batch["labels"][:, 1:].ne(IGNORE_INDEX).sum())
+        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(n))
+        loss.backward()
+        components = {k: v[-1].item() for k, v in trainer._components["train"].items()}
+        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        results.append((n, loss.item(), components, grads))
+    (n0, loss0, comp0, grad0), (n1, loss1, comp1, grad1) = results
+    assert n0 == n1  # Trainer counts the same MLE tokens in both layouts
+    assert loss1 == pytest.approx(loss0, rel=1e-5)
+    assert comp1 == pytest.approx(comp0, rel=1e-5) and comp0["rank_loss"] > 0
+    assert grad0.keys() == grad1.keys()
+    for k in grad0:
+        assert torch.allclose(grad0[k], grad1[k], rtol=1e-4, atol=1e-6), k
+
+
 def test_lora_targets_are_detected_or_refused(tiny_model_dir):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 

@@ -121,7 +121,7 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
                         step_callback: Callable[[int], bool] | None = None) -> BeamOutput:
     """K = num_beams hypotheses per input (left-padded `input_ids`, (B, L)), in G groups.
     `step_callback(n)` runs after each new token (n generated so far); True stops the search."""
-    from transformers import DynamicCache
+    from transformers import StaticCache
 
     if num_beams < 1 or num_beam_groups < 1 or num_beams % num_beam_groups:
         raise ValueError(f"num_beams ({num_beams}) must be a positive multiple of "
@@ -130,7 +130,7 @@ def diverse_beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Te
     groups, g = num_beam_groups, num_beams // num_beam_groups
     eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id, device=device)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    cache = StaticCache(config=model.config, max_cache_len=input_ids.shape[1] + max_new_tokens)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                 cache=cache, use_cache=True)
     cache = out.past_key_values

@@ -15,6 +15,7 @@ reused pid is not taken for the run); a run that died without writing its end is
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -200,6 +201,9 @@ def check_launch(cfg: Any, gpus: str | None) -> list[str]:
         problems += e.errors
     except ValueError as e:
         problems.append(str(e))
+    if getattr(cfg, "deepspeed", "") and importlib.util.find_spec("deepspeed") is None:
+        problems.append("deepspeed: the deepspeed package is not installed (pip install deepspeed), "
+                        "or leave DeepSpeed empty for plain DDP")
     if cfg.model != "embedded":
         try:
             check_model_source(cfg.model)

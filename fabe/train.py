@@ -76,6 +76,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={
         "help": "auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16.", "choices": list(PRECISIONS)})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory."})
+    deepspeed: str = field(default="", metadata={
+        "help": "DeepSpeed ZeRO for multi-GPU runs: zero2, zero3 or a DeepSpeed JSON file (needs the "
+                "deepspeed package); empty: plain DDP."})
     shared_prompt: bool = field(default=True, metadata={
         "help": "Full mode: run each prompt once and score its candidates on its KV cache (not with "
                 "gradient checkpointing, which turns the cache off)."})
@@ -101,6 +104,26 @@ class TrainConfig:
             raise ValueError("; ".join(f"{name}: invalid value {getattr(self, name)!r}" for name in bad))
         if self.alpha == 0 and (self.mode == "simple" or self.beta == 0):
             raise ValueError("alpha, beta: the loss would be zero")
+        if self.deepspeed and self.deepspeed not in ZERO_STAGES and not self.deepspeed.endswith(".json"):
+            raise ValueError(f"deepspeed: {self.deepspeed!r} is neither zero2, zero3 nor a .json config file")
+
+
+ZERO_STAGES = {"zero2": 2, "zero3": 3}
+
+
+def deepspeed_config(spec: str) -> dict | str | None:
+    """The DeepSpeed config Trainer gets: a ZeRO stage's dict ('auto' values are filled in by
+    Trainer from its own arguments), a user's JSON file as given, or None."""
+    if not spec:
+        return None
+    if spec not in ZERO_STAGES:
+        return spec
+    zero: dict[str, Any] = {"stage": ZERO_STAGES[spec], "overlap_comm": True, "contiguous_gradients": True}
+    if spec == "zero3":
+        zero["stage3_gather_16bit_weights_on_model_save"] = True  # a loadable final/ on rank 0
+    return {"zero_optimization": zero, "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+            "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -330,7 +353,7 @@ def _training_args(cfg: TrainConfig, run_path: Path, has_eval: bool) -> Training
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         bf16=precision == "bf16", fp16=precision == "fp16", seed=cfg.seed,
         report_to=[r for r in cfg.report_to.split(",") if r and r != "none"] or "none",
-        remove_unused_columns=False, disable_tqdm=not os.isatty(2),
+        remove_unused_columns=False, disable_tqdm=not os.isatty(2), deepspeed=deepspeed_config(cfg.deepspeed),
         dataloader_pin_memory=cuda)
 
 

@@ -63,6 +63,8 @@ def _widgets(defaults: dict[str, Any]) -> dict[str, gr.components.Component]:
         w["max_length"] = gr.Number(defaults["max_length"], precision=0, label="Max length")
         w["gradient_checkpointing"] = gr.Checkbox(defaults["gradient_checkpointing"],
                                                   label="Gradient checkpointing")
+        w["deepspeed"] = gr.Dropdown(["", "zero2", "zero3"], value=defaults["deepspeed"], allow_custom_value=True,
+                                     label="DeepSpeed ZeRO (several GPUs; empty: DDP; or a .json)")
     with gr.Row():
         w["logging_steps"] = gr.Number(defaults["logging_steps"], precision=0, label="Logging steps")
         w["eval_steps"] = gr.Number(defaults["eval_steps"], precision=0, label="Eval steps")

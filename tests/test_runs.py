@@ -132,6 +132,16 @@ def test_a_bad_launch_creates_nothing(tmp_path, cfg):
         runs.launch(cfg(), "0,zero", tmp_path / "r", "y")
 
 
+def test_deepspeed_without_its_package_is_a_launch_problem(tmp_path, cfg):
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is not None:
+        pytest.skip("deepspeed is installed here")
+    problems = runs.check_launch(cfg(deepspeed="zero3"), "0,1")
+    assert any("deepspeed package is not installed" in p for p in problems)
+    assert not runs.check_launch(cfg(), "0,1")
+
+
 def test_a_missing_model_fails_with_a_hint(tmp_path, cfg):
     run = runs.launch(cfg(model=str(tmp_path / "no-model")), "cpu", tmp_path, "nomodel")
     wait_for(lambda: state(run) == "failed", timeout=120)

@@ -261,6 +261,18 @@ def test_bad_config_values_are_named(kwargs, field):
         TrainConfig(data="d", **kwargs)
 
 
+def test_deepspeed_zero_stages_and_files():
+    from fabe.train import deepspeed_config
+
+    zero3 = deepspeed_config("zero3")
+    assert zero3["zero_optimization"]["stage"] == 3 and zero3["train_micro_batch_size_per_gpu"] == "auto"
+    assert zero3["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert deepspeed_config("zero2")["zero_optimization"]["stage"] == 2
+    assert deepspeed_config("ds.json") == "ds.json" and deepspeed_config("") is None
+    with pytest.raises(ValueError, match="deepspeed: 'zero9'"):
+        TrainConfig(data="d", deepspeed="zero9")
+
+
 def test_eval_uses_the_renamed_eval_strategy(tmp_path):
     from fabe.train import _training_args
 

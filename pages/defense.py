@@ -76,4 +76,4 @@ def build(ctx: AppContext) -> None:
 
         run_btn.click(on_run, [victim, cleaner, split, chosen, limit, k], [message, saved, table, chart, victim_md],
                       api_name="defend")
-        saved.change(show, [saved], [table, chart, victim_md])
+        saved.input(show, [saved], [table, chart, victim_md])  # .change misses a pick among tuple choices

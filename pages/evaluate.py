@@ -117,6 +117,6 @@ def build(ctx: AppContext) -> EvaluateTab:
         refresh.click(on_refresh, [saved], [chosen, saved, browse])
         run_btn.click(on_run, [chosen, split, limit, k, decoding, max_new, saved],
                       [message, saved, browse, table, overall, per_kind], api_name="evaluate")
-        saved.change(lambda f: compare(ctx, f), [saved], [table, overall, per_kind])
-        browse.change(on_browse, [browse], [records, record_id, data_of])
+        saved.input(lambda f: compare(ctx, f), [saved], [table, overall, per_kind])  # user picks (see Defense tab)
+        browse.input(on_browse, [browse], [records, record_id, data_of])
     return EvaluateTab(open_record=open_btn, record_ref=[data_of, record_id])

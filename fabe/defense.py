@@ -139,14 +139,11 @@ def clean_corpus_for(data: Path, n: int = 2000) -> list[str]:
     return [f.code for f in generate_functions(n, seed=9001)]
 
 
-def default_defense_dir(cleaner: str | Path, data: Path, limit: int) -> Path:
-    name = f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else "")
-    source = Path(cleaner)
-    if source.name.startswith("checkpoint-") or source.name == "final":
-        return source.parent / "defense" / f"{name}-{source.name}"
-    if (source / "status.json").exists():
-        return source / "defense" / name
-    return Path("defense") / source.name / name
+def default_defense_dir(cleaner: str | Path, data: Path, limit: int, root: str | Path = "defense") -> Path:
+    """Next to the cleaner's run (`RUN/defense/NAME`), else under `root/`."""
+    from fabe.rundir import results_dir
+
+    return results_dir(cleaner, "defense", f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else ""), root)
 
 
 def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defenses: Sequence[str],

@@ -146,13 +146,11 @@ def default_eval_dir(source: str | Path, data: str | Path, cfg: CleanConfig, lim
                      root: str | Path = "evals") -> Path:
     """Next to the run (`RUN/evals/NAME`, the checkpoint's run for a checkpoint), else under
     `root/`; NAME says which split, how many records and which decoding."""
-    source, data = Path(source), Path(data)
+    from fabe.rundir import results_dir
+
+    data = Path(data)
     name = f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else "") + f"-{cfg.decoding}-k{cfg.k}"
-    if source.name.startswith("checkpoint-") or source.name == "final":
-        return source.parent / "evals" / f"{name}-{source.name}"
-    if (source / "status.json").exists():
-        return source / "evals" / name
-    return Path(root) / source.name / name
+    return results_dir(source, "evals", name, root)
 
 
 def saved_evals(root: str | Path) -> list[Path]:

@@ -129,6 +129,18 @@ def _number(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else np.nan
 
 
+def results_dir(source: str | Path, kind: str, name: str, root: str | Path) -> Path:
+    """Where results about the model at `source` go: next to its run (`RUN/kind/NAME`; for a
+    final/ or checkpoint-N folder, in its run with the folder's name appended), else under
+    `root/SOURCE-NAME/NAME`."""
+    source = Path(source)
+    if source.name.startswith("checkpoint-") or source.name == "final":
+        return source.parent / kind / f"{name}-{source.name}"
+    if (source / "status.json").exists():
+        return source / kind / name
+    return Path(root) / source.name / name
+
+
 def now() -> float:
     return round(time.time(), 3)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from fabe.defense import DEFENSES, run_defense
+from fabe.defense import DEFENSES, default_defense_dir, run_defense
 from fabe.serving import cleaner_sources, resolve_source
 from pages.context import AppContext
 from pages.plots import defense_figure
@@ -61,10 +61,7 @@ def build(ctx: AppContext) -> None:
             data = Path(resolve_data(split_v))
             data = data / "test.jsonl" if data.is_dir() else data
             source = resolve_source(cleaner_v) if cleaner_v else None
-            out = None
-            if source and not (Path(source) / "status.json").exists() and Path(source).name != "final" \
-                    and not Path(source).name.startswith("checkpoint-"):
-                out = ctx.runs_dir / "_defense" / Path(source).name / f"{data.parent.name}-{data.stem}"
+            out = default_defense_dir(source or victim_v, data, int(limit_v), root=ctx.runs_dir / "_defense")
             try:
                 _, folder = run_defense(victim_v, source, data, chosen_v, int(limit_v), int(k_v), out=out,
                                         progress=lambda n, total: progress((n, total), desc="defending",

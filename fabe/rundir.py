@@ -60,8 +60,16 @@ class RunDir:
         return status
 
     def append_metrics(self, row: dict) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        """One line per row. A line torn by a crash (no newline at the file's end) is closed
+        first, so the new row starts a line of its own instead of being glued to the torn one."""
+        line = json.dumps(row).encode() + b"\n"
+        with self.metrics_path.open("a+b") as f:  # writes go to the end whatever the position
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+            f.write(line)
             f.flush()
 
     def read_metrics(self) -> list[dict]:
@@ -85,10 +93,23 @@ class RunDir:
                 continue  # a line torn by a crash, followed by later complete lines
         return rows, offset + end
 
-    def checkpoints(self) -> list[Path]:
-        """checkpoint-N folders, oldest step first."""
+    def checkpoints(self, complete: bool = True) -> list[Path]:
+        """checkpoint-N folders, oldest step first; by default only complete ones, as only
+        those can be resumed or loaded (a save cut off by a crash or a full disk is not)."""
         found = [p for p in self.path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        if complete:
+            found = [p for p in found if checkpoint_complete(p)]
         return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """Trainer writes trainer_state.json last into a checkpoint, so a checkpoint whose
+    trainer_state.json is missing or torn was never finished."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class MetricsFollower:

@@ -40,7 +40,8 @@ HINTS = (
     (r"no such model folder|cannot load model|not a Hugging Face model folder",
      "the model could not be loaded: check the path or hub id (offline: give a local folder)"),
     (r"DatasetError|: no such file", "the dataset is invalid or missing: run `python -m fabe data check`"),
-    (r"No space left on device", "the disk is full: free space or lower save_total_limit"),
+    (r"No space left on device|Disk quota exceeded|File too large",
+     "the disk is full (or a quota or file size limit was hit): free space or lower save_total_limit"),
 )
 
 

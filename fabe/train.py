@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 FINETUNE = ("auto", "full", "lora")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than this
+DISK_FULL_BYTES = 1 << 20  # a save failing with less than this free is a full disk
 
 
 @dataclass
@@ -166,8 +167,10 @@ def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
     mask = inputs["prompt_mask"]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
+    # Only the prompt's last position is scored (it predicts the first target token), so the
+    # output layer runs on that position alone.
     out = model(input_ids=inputs["prompt_ids"], attention_mask=mask, position_ids=positions,
-                cache=cache, use_cache=True)
+                cache=cache, use_cache=True, logits_to_keep=1)
     owner = inputs["owner"]
     cache = out.past_key_values
     cache.reorder_cache(owner)
@@ -176,7 +179,7 @@ def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
     cand = model(input_ids=inputs["cand_ids"], attention_mask=torch.cat([mask[owner], cand_mask], 1),
                  position_ids=start + torch.arange(cand_mask.size(1), device=mask.device),
                  cache=cache, use_cache=True)
-    return SimpleNamespace(logits=torch.cat([out.logits[owner, -1:], cand.logits], 1))
+    return SimpleNamespace(logits=torch.cat([out.logits[owner], cand.logits], 1))
 
 
 class FabeTrainer(Trainer):
@@ -229,6 +232,25 @@ class FabeTrainer(Trainer):
             self._components[split]["rank_loss"].append(per_sample.mean().detach())
         self.loss_is_scaled_for_ga = scaled
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """A save that fails leaves no half-written checkpoint-N behind (on a full disk, it
+        would hold the space status.json needs to record the failure). torch.save reports a
+        full disk without naming it, so a failure with the disk full is said to be one."""
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as e:
+            import errno
+            import shutil
+
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            full = shutil.disk_usage(folder.parent).free < DISK_FULL_BYTES
+            if self.is_world_process_zero():
+                shutil.rmtree(folder, ignore_errors=True)
+            if full and not (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+                raise OSError(errno.ENOSPC, f"No space left on device while saving {folder.name}, "
+                                            f"which was removed ({type(e).__name__}: {e})") from e
+            raise
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -504,11 +526,9 @@ def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Recor
         data_collator=Collator(tokenizer.pad_token_id, cfg.mode, 8 if torch.cuda.is_available() else None,
                                shared_prompt=cfg.shared_prompt and not cfg.gradient_checkpointing),
         callbacks=[RunMetricsCallback(run), stop], fabe=cfg, lengths=train_set.lengths)
-    checkpoint = bool(run.checkpoints())
-    if checkpoint:
-        logger.info("resuming from %s", run.checkpoints()[-1])
+    checkpoint = _resume_point(run, main)
     try:
-        trainer.train(resume_from_checkpoint=checkpoint or None)
+        trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         stop.restore()
     if not main:
@@ -518,6 +538,22 @@ def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Recor
         return
     save_final(trainer, tokenizer, cfg, lora, run.final_path)
     run.set_status("finished", ended_at=now(), exit_code=0)
+
+
+def _resume_point(run: RunDir, main: bool) -> str | None:
+    """The last complete checkpoint (Trainer alone would take the highest-numbered folder, even
+    one whose save a crash cut off); the main process deletes the unfinished ones."""
+    complete = run.checkpoints()
+    if main:
+        import shutil
+
+        for folder in set(run.checkpoints(complete=False)) - set(complete):
+            logger.warning("deleting %s: its save never finished", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    if not complete:
+        return None
+    logger.info("resuming from %s", complete[-1])
+    return str(complete[-1])
 
 
 def save_final(trainer: Trainer, tokenizer: Any, cfg: TrainConfig, lora: bool, final: Path) -> None:

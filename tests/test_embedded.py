@@ -49,3 +49,20 @@ def test_the_recipe_trains_then_polishes_on_fresh_data_and_ships(tmp_path, monke
     assert json.loads((ship / "fabe.json").read_text())["base_model"] == str(first.final_path)
     assert (ship / "model.safetensors").read_bytes() == (polish.final_path / "model.safetensors").read_bytes()
     assert train_embedded(cfg) == ship  # a finished recipe only ships again
+    meta = json.loads((ship / "fabe.json").read_text())
+    assert meta["recipe"].startswith("python -m fabe model train-embedded --run ")
+    assert meta["recipe_config"]["polish_steps"] == 2 and meta["lineage"] == []
+
+
+def test_the_recipe_can_polish_a_given_model_and_records_its_lineage(tmp_path, tiny_model_dir):
+    from fabe.embedded import EmbeddedConfig, train_embedded
+    from fabe.rundir import RunDir
+
+    cfg = EmbeddedConfig(run=str(tmp_path / "run"), data=str(tmp_path / "data"), init=str(tiny_model_dir),
+                         polish_n=40, polish_steps=2, polish_warmup=1, batch_size=2, ship=str(tmp_path / "ship"))
+    ship = train_embedded(cfg)
+    assert not (tmp_path / "run").exists()  # phase 1 is skipped
+    assert RunDir(tmp_path / "run-polish").read_config()["train"]["model"] == str(tiny_model_dir)
+    meta = json.loads((ship / "fabe.json").read_text())
+    assert meta["base_model"] == str(tiny_model_dir) and meta["recipe_config"]["init"] == str(tiny_model_dir)
+    assert f"--init {tiny_model_dir}" in meta["recipe"]

@@ -116,7 +116,9 @@ class MetricsFollower:
     """A run's metrics kept current by reading only the lines appended since the last poll,
     as numeric columns (float arrays, NaN where a row lacks the field), so a live chart of a
     long run costs neither re-parsing nor converting old rows. A file that shrank or was
-    replaced (a deleted and re-created run) is read afresh."""
+    replaced (a deleted and re-created run) is read afresh. A run resumed from checkpoint N
+    logs steps after N again: those rows supersede the ones logged before the crash, so a
+    chart never steps back."""
 
     def __init__(self, run: RunDir):
         self.run = run
@@ -143,7 +145,22 @@ class MetricsFollower:
             old = self.columns.get(key, np.full(self.length, np.nan))
             self.columns[key] = np.concatenate([old, new])
         self.length += len(rows)
+        step = self.columns.get("step")
+        if step is not None and len(rows) and np.any(np.diff(step[-len(rows) - 1:]) < 0):
+            keep = _not_superseded(step)
+            self.columns = {k: v[keep] for k, v in self.columns.items()}
+            self.length = int(keep.sum())
         return len(rows)
+
+
+def _not_superseded(step: np.ndarray) -> np.ndarray:
+    """Rows to keep: where the step falls (a resume), earlier rows at or after it are dropped."""
+    restart = np.full(len(step), np.inf)
+    falls = np.flatnonzero(np.diff(step) < 0) + 1
+    restart[falls] = step[falls]
+    later_min = np.minimum.accumulate(restart[::-1])[::-1]  # min over rows j >= i
+    later_min = np.append(later_min[1:], np.inf)  # min over rows j > i
+    return step < later_min
 
 
 def _number(value: Any) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from fabe.rundir import MetricsFollower, RunDir
@@ -60,3 +61,22 @@ def test_the_follower_keeps_columns_and_starts_over_on_a_new_file(tmp_path):
     run.append_metrics({"step": 1, "loss": 9.0})
     assert follower.poll() == 1
     assert as_lists() == {"step": [1], "loss": [9.0]}
+
+
+def test_rows_logged_again_after_a_resume_supersede_the_ones_before_the_crash(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    follower = MetricsFollower(run)
+    for step in (1, 2, 3, 4):
+        run.append_metrics({"step": step, "loss": 10.0 - step})
+    run.append_metrics({"step": 4, "eval_loss": 5.0})
+    follower.poll()
+    for step in (3, 4, 5):  # resumed from checkpoint-2: steps 3 and 4 are trained again
+        run.append_metrics({"step": step, "loss": 1.0 * step})
+    follower.poll()
+    assert follower.columns["step"].tolist() == [1, 2, 3, 4, 5]
+    assert follower.columns["loss"].tolist() == [9.0, 8.0, 3.0, 4.0, 5.0]
+    assert follower.length == 5 and np.isnan(follower.columns["eval_loss"]).all()
+    run.append_metrics({"step": 5, "eval_loss": 2.0})  # an eval row at the same step is no restart
+    follower.poll()
+    assert follower.columns["step"].tolist() == [1, 2, 3, 4, 5, 5]

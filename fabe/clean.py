@@ -75,6 +75,35 @@ class Candidate:
         return asdict(self)
 
 
+def read_code_file(path: str | Path, name: str | None = None) -> str:
+    """The C source in a file (an upload or `--input`), or a ValueError naming the file (as
+    `name`, default the path) and saying what it is instead: missing, binary, not UTF-8."""
+    from fabe.jsonio import binary_kind
+
+    name = name or str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read: {e.strerror or e}") from None
+    binary = binary_kind(raw[:8192])
+    if binary:
+        raise ValueError(f"{name}: {binary}; give C source code")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{name}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+
+
+def check_code(code: str) -> None:
+    """Refuse what cannot be source code: empty text, or text holding NUL characters (a binary
+    file pasted in would become thousands of byte tokens, "cleaned" into noise)."""
+    if not code.strip():
+        raise ValueError("code: empty input")
+    if "\x00" in code:
+        raise ValueError("code: holds NUL characters (binary data), not C source")
+
+
 def _candidates(codes: list[str], scores: list[float], finished: list[bool]) -> list[Candidate]:
     weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
     order = sorted(range(len(codes)), key=lambda i: -scores[i])
@@ -115,6 +144,24 @@ class Cleaner:
                 f"{max_new} new tokens it exceeds the model's window of {self.window} tokens")
         return max_new
 
+    def check_fits(self, code: str, cfg: CleanConfig) -> None:
+        """Raise InputTooLong when `code` cannot be cleaned within the model's window."""
+        n_input = len(self.tokenizer(code, add_special_tokens=False)["input_ids"])
+        self._budget(len(prompt_ids(self.tokenizer, code)), n_input, cfg)
+
+    def check_records_fit(self, records: Sequence[Any], cfg: CleanConfig, data: str | Path) -> None:
+        """Refuse a split whose inputs do not all fit the window, naming every such record,
+        before any generation (a long evaluation must not fail at its 900th record)."""
+        too_long = []
+        for record in records:
+            try:
+                self.check_fits(record.input, cfg)
+            except InputTooLong as e:
+                too_long.append(f"{data}: record {record.id!r}: input: {e}")
+        if too_long:
+            shown = too_long[:20] + ([f"... and {len(too_long) - 20} more"] if len(too_long) > 20 else [])
+            raise InputTooLong("\n".join(shown))
+
     def clean(self, code: str, cfg: CleanConfig | None = None) -> list[Candidate]:
         return self.clean_batch([code], cfg)[0]
 
@@ -124,16 +171,20 @@ class Cleaner:
                     on_token: Callable[[int, int], None] | None = None) -> list[list[Candidate]]:
         """Clean many inputs, `batch_size` at a time; `progress(done, total)` after each batch,
         `on_token(generated, budget)` after each decoding step; setting `cancel` stops the
-        work at the next token and raises Cancelled."""
+        work at the next token and raises Cancelled. Inputs are batched by length (results in
+        input order): a batch pads to its longest input and decodes until its longest output
+        ends, so mixing lengths wastes both."""
         cfg = cfg or CleanConfig()
-        if any(not c.strip() for c in codes):
-            raise ValueError("code: empty input")
-        results: list[list[Candidate]] = []
+        for code in codes:
+            check_code(code)
+        order = sorted(range(len(codes)), key=lambda i: len(codes[i]))
+        results: dict[int, list[Candidate]] = {}
         for start in range(0, len(codes), batch_size):
-            results += self._clean_chunk(list(codes[start:start + batch_size]), cfg, cancel, on_token)
+            chunk = order[start:start + batch_size]
+            results.update(zip(chunk, self._clean_chunk([codes[i] for i in chunk], cfg, cancel, on_token)))
             if progress is not None:
                 progress(len(results), len(codes))
-        return results
+        return [results[i] for i in range(len(codes))]
 
     def _clean_chunk(self, codes: list[str], cfg: CleanConfig, cancel: threading.Event | None = None,
                      on_token: Callable[[int, int], None] | None = None) -> list[list[Candidate]]:

@@ -172,6 +172,8 @@ def load_causal_lm(name_or_path: str, dtype: str = "auto", device: str = "cpu",
                    trust_remote_code: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder or a hub id; `trust_remote_code` stays off
     unless asked. `dtype`: auto | float32 | bfloat16 | float16."""
+    import pickle
+
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -182,9 +184,22 @@ def load_causal_lm(name_or_path: str, dtype: str = "auto", device: str = "cpu",
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype),
             trust_remote_code=trust_remote_code, use_safetensors=None)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, pickle.UnpicklingError) as e:  # a .bin is read with weights_only=True
         raise ModelLoadError(_unreachable(name_or_path, e)) from e
+    except RuntimeError as e:  # weights of another shape than config.json says
+        raise ModelLoadError(f"{name_or_path}: its weights do not match its config.json (a checkpoint of "
+                             f"another model?): {str(e).strip().splitlines()[0]}") from None
+    _check_vocab(name_or_path, model, tokenizer)
     return model.to(device), tokenizer
+
+
+def _check_vocab(name: str, model: Any, tokenizer: Any) -> None:
+    """A tokenizer with more tokens than the model has embeddings belongs to another model:
+    its extra ids would fail deep inside generation."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ModelLoadError(f"{name}: its tokenizer has {len(tokenizer)} tokens but the model only {rows} "
+                             "embeddings: the tokenizer and the weights come from different models")
 
 
 def _unreachable(name: str, err: Exception) -> str:
@@ -262,19 +277,40 @@ def _base_of(folder: Path) -> str:
     return adapter["base_model_name_or_path"]
 
 
+def _put_adapter(model: Any, path: Path, base: str, base_tokenizer: Any, tokenizer: Any) -> Any:
+    """The LoRA adapter at `path` on `model`, refused with a message when it was trained on
+    another base model than `base`: a tokenizer that differs from the base's (it would load
+    and produce nonsense) or layers of other shapes (peft's own error lists every tensor)."""
+    from peft import PeftModel
+
+    if tokenizer.get_vocab() != base_tokenizer.get_vocab():
+        sizes = f"{len(tokenizer)} vs {len(base_tokenizer)} tokens" if len(tokenizer) != len(base_tokenizer) \
+            else "other tokens"
+        raise ModelLoadError(f"{path}: its tokenizer differs from the one of its base model {base!r} "
+                             f"({sizes}): the adapter was trained on another base model")
+    try:
+        return PeftModel.from_pretrained(model, str(path))
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+        raise ModelLoadError(f"{path}: this LoRA adapter does not fit its base model {base!r}; it was "
+                             f"trained on another base model ({first})") from None
+
+
 def load_trained(source: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any, dict]:
     """(model, tokenizer, fabe.json or {}) from a run directory (its final/), a final/ or
     checkpoint-N folder (a LoRA adapter is put on its base model), or a plain model."""
     path = Path(source)
     if (path / "final").is_dir():
         path = path / "final"
+    elif (path / "status.json").exists():
+        raise ModelLoadError(f"{source}: a run directory without final/ (the run has not finished); "
+                             "give one of its checkpoint-N folders")
     meta = json.loads((path / "fabe.json").read_text()) if (path / "fabe.json").exists() else {}
     if (path / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        model, _ = load_causal_lm(resolve_model(_base_of(path)), dtype=dtype, device=device)
-        model = PeftModel.from_pretrained(model, str(path)).to(device)
+        base = _base_of(path)
+        model, base_tokenizer = load_causal_lm(resolve_model(base), dtype=dtype, device=device)
         tokenizer = load_tokenizer(str(path))
+        model = _put_adapter(model, path, base, base_tokenizer, tokenizer).to(device)
     else:
         model, tokenizer = load_causal_lm(resolve_model(str(path)) if path.exists() else source,
                                           dtype=dtype, device=device)

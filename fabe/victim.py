@@ -84,6 +84,25 @@ def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: Vict
     return out_codes, out_labels, len(chosen)
 
 
+def _check_classifier(source: str, path: Path) -> None:
+    """Refuse, before loading, a victim that is no classifier folder: a missing path, a folder
+    without config.json, or a model of another kind (a causal LM would load with a random
+    classification head and give meaningless ASR and accuracy)."""
+    if not path.exists():
+        if source.startswith((".", "/", "~")) or source.count("/") != 1:
+            raise ValueError(f"{source}: no such victim classifier folder")
+        return  # a hub id
+    if not (path / "config.json").exists():
+        raise ValueError(f"{source}: no config.json; not a Hugging Face classifier folder")
+    try:
+        architectures = json.loads((path / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        raise ValueError(f"{source}: config.json is not a model config") from None
+    if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise ValueError(f"{source}: a {architectures[0]}, not a sequence-classification model "
+                         "(the victim is a code classifier)")
+
+
 class Victim:
     """A sequence classifier with its tokenizer; `logits` classifies code in batches."""
 
@@ -102,11 +121,14 @@ class Victim:
         if str(source) == "embedded":
             source = ensure_embedded_victim()
         path = Path(source)
-        if path.exists() and not (path / "config.json").exists():
-            raise ValueError(f"{source}: no config.json; not a Hugging Face classifier folder")
+        _check_classifier(str(source), path)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        model = AutoModelForSequenceClassification.from_pretrained(str(source), use_safetensors=True).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(  # never the folder's own code
+                str(source), use_safetensors=True, trust_remote_code=False).to(device)
+            tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{source}: cannot load the victim classifier: {str(e).strip().splitlines()[0]}") from None
         meta = json.loads((path / "victim.json").read_text()) if (path / "victim.json").exists() else {}
         return cls(model, tokenizer, meta, str(source))
 

@@ -14,8 +14,9 @@ from typing import Any
 
 import gradio as gr
 
-from fabe.clean import DECODINGS, Cancelled, CleanConfig, InputTooLong
+from fabe.clean import DECODINGS, Cancelled, CleanConfig, InputTooLong, check_code, read_code_file
 from fabe.evaluate import lines_changed
+from fabe.modeling import ModelLoadError
 from fabe.report import diff_rows, trigger_spans
 from fabe.serving import cleaner_sources
 from pages.context import AppContext
@@ -34,6 +35,7 @@ CSS = """
 @dataclass
 class CleanTab:
     show_record: Any  # (split path, record id) -> the outputs that show it in this tab
+    cancel_session: Any  # gr.Request -> cancels that session's generation (for demo.unload)
 
 
 def _marked_lines(code: str, spans: list[tuple[int, int, str]]) -> tuple[list[str], list[str]]:
@@ -88,12 +90,16 @@ def _show(state: dict, rank: int | None):
     return diff_html(state["input"], cand["code"], spans), cand["code"], _download(cand["code"], cand["rank"])
 
 
-def _records(split: str):
+def _records(ctx: AppContext, split: str):
+    """The records of a split typed in the page; one outside the app's roots is refused unread."""
     from fabe.builder import resolve_data
     from fabe.dataset import load_records
 
-    path = Path(resolve_data(split))
-    return load_records(path / "test.jsonl" if path.is_dir() else path)
+    try:
+        path = Path(resolve_data(ctx.confine_data(split)))
+        return load_records(path / "test.jsonl" if path.is_dir() else path)
+    except (OSError, ValueError) as e:
+        raise gr.Error(str(e)) from None
 
 
 def build(ctx: AppContext) -> CleanTab:
@@ -151,8 +157,8 @@ def build(ctx: AppContext) -> CleanTab:
             if not src:
                 return "Pick a cleaner first."
             try:
-                cleaner = ctx.cleaners.load(src)
-            except (OSError, ValueError) as e:
+                cleaner = ctx.cleaners.load(ctx.confine_model(src))
+            except (OSError, ValueError, ModelLoadError) as e:
                 return f"**Cannot load** `{src}`: {e}"
             params = sum(p.numel() for p in cleaner.model.parameters()) / 1e6
             return f"Loaded `{src}` ({params:.1f}M parameters, {cleaner.device}). Loaded now: {len(ctx.cleaners.loaded())}."
@@ -166,22 +172,19 @@ def build(ctx: AppContext) -> CleanTab:
             if not file:
                 return gr.update(), None
             try:
-                return Path(file).read_text(encoding="utf-8"), None
-            except UnicodeDecodeError as e:
-                raise gr.Error(f"{Path(file).name}: not UTF-8 text (byte {e.start})") from None
+                return read_code_file(file, Path(file).name), None
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
 
         def on_list(split_v: str):
-            try:
-                records = _records(split_v)
-            except (OSError, ValueError) as e:
-                raise gr.Error(str(e)) from None
+            records = _records(ctx, split_v)
             ids = [r.id for r in records[:2000]]
             return gr.update(choices=ids, value=ids[0] if ids else None)
 
         def on_record(split_v: str, record_id: str | None):
             if not record_id:
                 return gr.update(), "", "", None
-            rec = next(r for r in _records(split_v) if r.id == record_id)
+            rec = next(r for r in _records(ctx, split_v) if r.id == record_id)
             kind = f"trigger **{rec.trigger}**" if rec.trigger else "**unpoisoned** (must come back unchanged)"
             return rec.input, f"`{rec.id}`: {kind}", rec.clean or "", rec.edits
 
@@ -194,19 +197,26 @@ def build(ctx: AppContext) -> CleanTab:
             if not (code_v or "").strip():
                 return ("Paste some C code first (the input is empty).", *none)
             try:
+                check_code(code_v)
                 cfg = CleanConfig(k=int(k_v), diversity=float(div_v), decoding=dec_v, max_new_tokens=int(max_v or 0))
             except ValueError as e:
-                return (f"**Invalid settings:** {e}", *none)
+                return (f"**Invalid input or settings:** {e}", *none)
+            try:
+                model = ctx.confine_model(src)
+            except ValueError as e:
+                return (f"**Cannot load** `{src}`: {e}", *none)
             cancel = threading.Event()
             ctx.cancels[request.session_hash] = cancel
             progress(0, desc="waiting for the model (one generation per model at a time)")
             try:
-                with ctx.cleaners.using(src) as cleaner:
+                with ctx.cleaners.using(model) as cleaner:
                     cands = cleaner.clean_batch(
                         [code_v], cfg, cancel=cancel,
                         on_token=lambda n, budget: progress((n, budget), desc="decoding", unit="tokens"))[0]
             except InputTooLong as e:
                 return (f"**Input too long:** {e}. Nothing was cleaned (no silent truncation).", *none)
+            except ModelLoadError as e:
+                return (f"**Cannot load** `{src}`: {e}", *none)
             except Cancelled:
                 return ("Cancelled.", *none)
             finally:
@@ -220,11 +230,17 @@ def build(ctx: AppContext) -> CleanTab:
             return (f"{len(cands)} candidates from `{src}`{note}.", st, rows,
                     gr.update(choices=[c.rank for c in cands], value=1), *_show(st, 1))
 
-        def on_cancel(request: gr.Request) -> str:
+        def cancel_session(request: gr.Request) -> None:
+            """Stop the session's generation; also run when its page closes, so a dropped
+            browser does not keep the model busy decoding for nobody."""
             event = ctx.cancels.get(request.session_hash)
-            if event is None:
+            if event is not None:
+                event.set()
+
+        def on_cancel(request: gr.Request) -> str:
+            if request.session_hash not in ctx.cancels:
                 return "Nothing to cancel."
-            event.set()
+            cancel_session(request)
             return "Cancelling…"
 
         def on_export(src: str | None, out: str) -> str:
@@ -234,8 +250,8 @@ def build(ctx: AppContext) -> CleanTab:
             if not src or not out:
                 return "Pick a cleaner and give a new folder."
             try:
-                return f"Exported to `{export_model(resolve_source(src), out)}`."
-            except (OSError, ValueError) as e:
+                return f"Exported to `{export_model(resolve_source(ctx.confine_model(src)), ctx.confine(out))}`."
+            except (OSError, ValueError, ModelLoadError) as e:
                 return f"**Export failed:** {e}"
 
         refresh.click(on_refresh, [source], [source])
@@ -253,4 +269,4 @@ def build(ctx: AppContext) -> CleanTab:
         def show_record(split_v: str, record_id: str):
             return split_v, gr.update(choices=[record_id], value=record_id)
 
-        return CleanTab(show_record=(show_record, [split, record]))
+        return CleanTab(show_record=(show_record, [split, record]), cancel_session=cancel_session)

@@ -10,6 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from fabe.defense import DEFENSES, default_defense_dir, run_defense
+from fabe.modeling import ModelLoadError
 from fabe.serving import cleaner_sources, resolve_source
 from pages.context import AppContext
 from pages.plots import defense_figure
@@ -58,15 +59,19 @@ def build(ctx: AppContext) -> None:
 
             if not chosen_v:
                 raise gr.Error("Choose at least one defense.")
-            data = Path(resolve_data(split_v))
+            try:
+                victim_v = ctx.confine_model(victim_v)
+                data = Path(resolve_data(ctx.confine_data(split_v)))
+                source = resolve_source(ctx.confine_model(cleaner_v)) if cleaner_v else None
+            except ValueError as e:
+                raise gr.Error(str(e)) from None
             data = data / "test.jsonl" if data.is_dir() else data
-            source = resolve_source(cleaner_v) if cleaner_v else None
             out = default_defense_dir(source or victim_v, data, int(limit_v), root=ctx.runs_dir / "_defense")
             try:
                 _, folder = run_defense(victim_v, source, data, chosen_v, int(limit_v), int(k_v), out=out,
                                         progress=lambda n, total: progress((n, total), desc="defending",
                                                                            unit="records"))
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, ModelLoadError) as e:
                 raise gr.Error(str(e)) from None
             return (f"Saved to `{folder}`.", gr.update(choices=saved_defenses(ctx.runs_dir), value=str(folder)),
                     *show(str(folder)))

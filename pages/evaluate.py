@@ -13,6 +13,7 @@ import pandas as pd
 
 from fabe.clean import DECODINGS, CleanConfig
 from fabe.evaluate import default_eval_dir, load_eval, run_eval, saved_evals
+from fabe.modeling import ModelLoadError
 from fabe.serving import cleaner_sources, resolve_source
 from pages.context import AppContext
 from pages.plots import COMPARED, by_trigger_figure, compare_figure
@@ -87,19 +88,20 @@ def build(ctx: AppContext) -> EvaluateTab:
                 raise gr.Error("Choose at least one cleaner.")
             try:
                 cfg = CleanConfig(k=int(k_v), decoding=dec_v, max_new_tokens=int(max_v or 0))
-                data = Path(resolve_data(split_v))
+                data = Path(resolve_data(ctx.confine_data(split_v)))
                 data = data / "test.jsonl" if data.is_dir() else data
+                models = [ctx.confine_model(src) for src in srcs]
             except (OSError, ValueError) as e:
                 raise gr.Error(str(e)) from None
             done = []
-            for i, src in enumerate(srcs):
-                source = resolve_source(src)
+            for i, (src, model) in enumerate(zip(srcs, models)):
+                source = resolve_source(model)
                 out = default_eval_dir(source, data, cfg, int(limit_v), root=ctx.runs_dir / "_evals")
                 desc = f"{i + 1}/{len(srcs)}: {Path(source).name}"
                 try:
                     _, folder = run_eval(source, data, cfg, int(limit_v), out,
                                          progress=lambda n, total: progress((n, total), desc=desc, unit="records"))
-                except (OSError, ValueError) as e:
+                except (OSError, ValueError, ModelLoadError) as e:
                     raise gr.Error(f"{src}: {e}") from None
                 done.append(str(folder))
             picked = list(dict.fromkeys(done + (current or [])))

@@ -100,14 +100,19 @@ def _gpu_choices() -> list[str]:
     return [f"{g['index']}: {g['name']} ({g['memory_total_mb'] // 1024} GB)" for g in runs.gpu_list()]
 
 
-def check_dataset(path: str) -> tuple[str, list[list[Any]]]:
-    """Stats of a dataset file or folder and its first records, or its validation errors."""
+def check_dataset(path: str, roots: list[Path]) -> tuple[str, list[list[Any]]]:
+    """Stats of a dataset file or folder (inside `roots`) and its first records, or its
+    validation errors."""
     from fabe.builder import resolve_data
     from fabe.dataset import DatasetError, dataset_stats, find_split_files, format_stats, load_records
+    from fabe.paths import OutsideRoots, confine_data
 
     if not path:
         return "Give a dataset folder or file.", []
-    p = Path(resolve_data(path))
+    try:
+        p = Path(resolve_data(confine_data(path, roots)))
+    except OutsideRoots as e:
+        return f"**Dataset refused:** {e}", []
     try:
         file = find_split_files(p)["train"] if p.is_dir() else p
         records = load_records(file)
@@ -115,6 +120,23 @@ def check_dataset(path: str) -> tuple[str, list[list[Any]]]:
         return "**Dataset errors**\n\n" + "\n".join(f"- `{err}`" for err in e.errors[:50]), []
     preview = [[r.id, r.trigger or "none", len(r.output), r.input[:240], r.best()[:240]] for r in records[:5]]
     return f"**{file}**\n\n```\n{format_stats(dataset_stats(records))}\n```", preview
+
+
+def confinement_problems(ctx: AppContext, cfg: TrainConfig, run_name: str) -> list[str]:
+    """The typed paths of a launch (dataset, model, DeepSpeed file, run folder) that lie
+    outside the app's roots, checked before anything is read or the run folder is made."""
+    checks = [("data", cfg.data, ctx.confine_data), ("model", cfg.model, ctx.confine_model),
+              ("deepspeed", cfg.deepspeed if cfg.deepspeed.endswith(".json") else "", ctx.confine)]
+    problems = []
+    for name, value, confine in checks:
+        try:
+            if value:
+                confine(value)
+        except ValueError as e:
+            problems.append(f"{name}: {e}")
+    if run_name and (Path(run_name).name != run_name or run_name in (".", "..")):
+        problems.append(f"run name: {run_name!r} must be a plain folder name inside {ctx.runs_dir}")
+    return problems
 
 
 def build(ctx: AppContext) -> TrainTab:
@@ -181,13 +203,13 @@ def build(ctx: AppContext) -> TrainTab:
             cfg, problems = to_config(values_of(*args[:-2]))
             spec = gpu_spec(args[-2])
             if cfg is not None:
-                problems = runs.check_launch(cfg, spec)
+                problems = confinement_problems(ctx, cfg, args[-1]) or runs.check_launch(cfg, spec)
             if problems:
                 return "**Cannot launch:**\n\n" + "\n".join(f"- `{p}`" for p in problems), ""
             run = runs.launch(cfg, spec, ctx.runs_dir, args[-1] or None)
             return f"Launched **{run.path.name}** ({run.read_status()['state']}).", run.path.name
 
-        check.click(check_dataset, [data], [data_info, data_preview], api_name="check_dataset")
+        check.click(lambda path: check_dataset(path, ctx.roots), [data], [data_info, data_preview], api_name="check_dataset")
         preset.change(on_preset, [preset], list(widgets.values()), api_name="apply_preset")
         preview_btn.click(on_preview, inputs + [gpus, name], [command], api_name="preview_command")
         save_btn.click(on_save, inputs, [saved], api_name="save_form")

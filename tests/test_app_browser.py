@@ -24,7 +24,7 @@ def app_url(tmp_path_factory):
     import app
 
     runs_dir = tmp_path_factory.mktemp("app") / "runs"
-    demo = app.build_app(runs_dir)
+    demo = app.build_app(runs_dir, roots=[tmp_path_factory.getbasetemp()])
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, share=False, prevent_thread_lock=True, css=app.CSS,
                         quiet=True, ssr_mode=False)

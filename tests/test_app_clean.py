@@ -15,7 +15,7 @@ def client(tmp_path_factory):
     import app
     from gradio_client import Client
 
-    demo = app.build_app(tmp_path_factory.mktemp("runs"))
+    demo = app.build_app(tmp_path_factory.mktemp("runs"), roots=[tmp_path_factory.getbasetemp()])
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                         ssr_mode=False)

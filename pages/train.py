@@ -70,12 +70,15 @@ def _widgets(defaults: dict[str, Any]) -> dict[str, gr.components.Component]:
         w["eval_steps"] = gr.Number(defaults["eval_steps"], precision=0, label="Eval steps")
         w["save_steps"] = gr.Number(defaults["save_steps"], precision=0, label="Save steps")
         w["eval_limit"] = gr.Number(defaults["eval_limit"], precision=0, label="Eval records (0: all)")
+        w["trust_remote_code"] = gr.Checkbox(defaults["trust_remote_code"], elem_id="trust-remote-code",
+                                             label="Trust remote code (runs Python shipped with this model)")
     return w
 
 
 def to_config(values: dict[str, Any]) -> tuple[TrainConfig | None, list[str]]:
     """A TrainConfig from form values, or every problem with them."""
-    types = {f.name: CASTS.get(str(f.type), str) for f in fields(TrainConfig)}
+    # f.type is the annotation's text, or the type itself once HfArgumentParser has resolved it
+    types = {f.name: CASTS.get(getattr(f.type, "__name__", str(f.type)), str) for f in fields(TrainConfig)}
     clean: dict[str, Any] = {}
     problems = []
     for name, value in values.items():

@@ -77,6 +77,7 @@ def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_di
     page.wait_for_function("() => document.body.innerText.includes('--max_steps 3000')", timeout=30_000)
     command = page.locator(".cm-content").first.inner_text()
     assert "-m fabe train" in command and str(small_dataset) in command and "browser-run" in command
+    assert "trust_remote_code" not in command  # off unless ticked
     page.get_by_role("button", name="Launch").click()
     page.wait_for_function(  # the page then switches to the Runs tab, hiding this message
         "() => document.querySelector('#launch-message').textContent.includes('Launched')", timeout=60_000)
@@ -127,6 +128,9 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     page.get_by_role("tab", name="Train").click()
     fill(page, "Learning rate", "0.0042")
     fill(page, "Warmup steps", "17")
+    page.locator("#trust-remote-code input").check()
+    page.get_by_role("button", name="Preview command").click()
+    page.wait_for_function("() => document.body.innerText.includes('--trust_remote_code')", timeout=30_000)
     page.get_by_role("button", name="Save form as YAML").click()
     link = page.locator("#form-yaml a").first
     link.wait_for(timeout=60_000)
@@ -135,13 +139,15 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     saved = tmp_path / "form.yaml"
     download.value.save_as(saved)
     values = yaml.safe_load(saved.read_text())
-    assert values["learning_rate"] == 0.0042 and values["warmup_steps"] == 17
+    assert values["learning_rate"] == 0.0042 and values["warmup_steps"] == 17 and values["trust_remote_code"] is True
+    page.locator("#trust-remote-code input").uncheck()
     fill(page, "Learning rate", "0.1")
     fill(page, "Warmup steps", "3")
     page.locator("#form-load input[type=file]").set_input_files(str(saved))
     page.wait_for_function("() => document.querySelector('input[aria-label=\"Warmup steps\"]')?.value === '17'",
                            timeout=60_000)
     assert page.get_by_label("Learning rate", exact=True).input_value() == "0.0042"
+    assert page.locator("#trust-remote-code input").is_checked()
 
 
 def choose(page, label: str, option: str) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from fabe import cparse
 from fabe.decoding import diverse_beam_search
-from fabe.encoding import prompt_ids
+from fabe.encoding import min_tokens, prompt_ids
 from fabe.losses import IGNORE_INDEX, sequence_scores, token_logprobs
 from fabe.triggers import detect_triggers
 
@@ -144,8 +144,16 @@ class Cleaner:
                 f"{max_new} new tokens it exceeds the model's window of {self.window} tokens")
         return max_new
 
+    def _refuse_huge(self, code: str) -> None:
+        """InputTooLong, without tokenizing, for an input that cannot fit whatever its tokens."""
+        at_least = min_tokens(self.tokenizer, code)
+        if self.window and at_least > self.window:
+            raise InputTooLong(f"the input is {len(code):,} characters, at least {at_least:,} tokens; it "
+                               f"exceeds the model's window of {self.window} tokens")
+
     def check_fits(self, code: str, cfg: CleanConfig) -> None:
         """Raise InputTooLong when `code` cannot be cleaned within the model's window."""
+        self._refuse_huge(code)
         n_input = len(self.tokenizer(code, add_special_tokens=False)["input_ids"])
         self._budget(len(prompt_ids(self.tokenizer, code)), n_input, cfg)
 
@@ -189,6 +197,8 @@ class Cleaner:
     def _clean_chunk(self, codes: list[str], cfg: CleanConfig, cancel: threading.Event | None = None,
                      on_token: Callable[[int, int], None] | None = None) -> list[list[Candidate]]:
         tok = self.tokenizer
+        for code in codes:
+            self._refuse_huge(code)
         prompts = [prompt_ids(tok, c) for c in codes]
         n_input = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in codes)
         max_new = self._budget(max(len(p) for p in prompts), n_input, cfg)

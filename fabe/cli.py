@@ -101,7 +101,8 @@ def _train(argv: list[str]) -> int:
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.clean import CleanConfig, Cleaner, candidates_json
+    from fabe import cparse
+    from fabe.clean import CleanConfig, Cleaner, candidates_json, check_code, read_code_file
 
     parser = HfArgumentParser(CleanConfig, prog="python -m fabe clean",
                               description="Clean poisoned code into K ranked candidates.")
@@ -111,8 +112,11 @@ def _clean(argv: list[str]) -> int:
     parser.add_argument("--input", required=True, help="A file of C code, or - for stdin.")
     parser.add_argument("--json", action="store_true", help="Print the candidates as JSON.")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
-    code = sys.stdin.read() if args.input == "-" else _read_code(args.input)
+    code = sys.stdin.read() if args.input == "-" else read_code_file(args.input)
+    check_code(code)
     cleaner = Cleaner.load(args.run or args.model or _default_cleaner())
+    if not cparse.parses(code):
+        print(f"warning: {args.input}: does not parse as C; cleaned anyway", file=sys.stderr)
     cands = cleaner.clean(code, cfg)
     if args.json:
         print(candidates_json(cands))
@@ -159,8 +163,10 @@ def _eval(argv: list[str]) -> int:
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     src = args.run or (_default_cleaner() if args.model == "embedded" else args.model)
     bar, progress = _records_bar("evaluating", args.json)
-    result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size, progress)
-    bar.close()
+    try:
+        result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size, progress)
+    finally:
+        bar.close()  # before an error is printed, so it starts a line of its own
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
     else:
@@ -207,9 +213,11 @@ def _defend(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cleaner = _default_cleaner() if args.cleaner in (None, "embedded") else args.cleaner
     bar, progress = _records_bar("defending", args.json)
-    result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
-                              args.limit, args.k, args.target_label, args.out, progress)
-    bar.close()
+    try:
+        result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
+                                  args.limit, args.k, args.target_label, args.out, progress)
+    finally:
+        bar.close()  # before an error is printed, so it starts a line of its own
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
     else:
@@ -219,17 +227,6 @@ def _defend(argv: list[str]) -> int:
         print(pd.DataFrame(rows).T.to_string())
         print(f"\nsaved: {out / 'defense.json'}, {out / 'outcomes.csv'}")
     return 0
-
-
-def _read_code(path: str) -> str:
-    from pathlib import Path
-
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from e
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror}") from e
 
 
 def _default_cleaner() -> str:

@@ -229,6 +229,9 @@ def load_records(path: str | Path) -> list[Record]:
         raise _unsupported(name, path)
     if not path.is_file():
         raise DatasetError(f"{name}: no such file")
+    binary = jsonio.sniff_binary(path)
+    if binary:
+        raise DatasetError(f"{name}: {binary}; a dataset is UTF-8 JSON text")
     items = jsonio.iter_jsonl(path) if path.suffix == ".jsonl" else jsonio.iter_json_list(path)
     records: list[Record] = []
     problems = jsonio.Problems(name)

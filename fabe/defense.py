@@ -162,6 +162,7 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
     from fabe.rundir import write_json_atomic
     from fabe.victim import Victim
 
+    clean_cfg = CleanConfig(k=k)  # a bad K is refused before anything is loaded
     data = Path(data)
     records = load_records(data)
     records = records[:limit] if limit else records
@@ -174,6 +175,8 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
     cleaner = Cleaner.load(cleaner_src) if cleaner_src and {"fabe", "top1", "onion"} & set(defenses) else None
     if "onion" in defenses and cleaner is None:
         raise ValueError("the onion defense reads the cleaner's weights as its language model: give --cleaner")
+    if cleaner is not None and {"fabe", "top1"} & set(defenses):
+        cleaner.check_records_fit(records, clean_cfg, data)
     purifiers: dict[str, object] = {}
     if {"naturalness", "onion"} & set(defenses):
         corpus = clean_corpus_for(data)
@@ -182,7 +185,7 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
             purifiers["naturalness"] = naturalness_purifier(fit, calibration)
         if "onion" in defenses:
             purifiers["onion"] = onion_purifier(causal_lm_nll(cleaner.model, cleaner.tokenizer), calibration[:40])
-    run = DefenseRun(victim, target, cleaner, CleanConfig(k=k), purifiers)
+    run = DefenseRun(victim, target, cleaner, clean_cfg, purifiers)
     start = time.time()
     outcomes = defend(run, records, defenses, progress)
     result = {"meta": {"victim": str(victim_src), "cleaner": str(cleaner_src), "data": str(data),

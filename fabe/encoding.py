@@ -10,6 +10,7 @@ group samples of similar length.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -48,6 +49,18 @@ def prompt_ids(tokenizer: Any, code: str) -> list[int]:
     return ([bos] if adds_bos else []) + ids
 
 
+_LONGEST_TOKEN: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def min_tokens(tokenizer: Any, text: str) -> int:
+    """A lower bound on `text`'s token count, found without tokenizing it: its UTF-8 bytes over
+    the longest token's length (a 5 MB function would take seconds to tokenize only to be
+    found too long for any window)."""
+    if tokenizer not in _LONGEST_TOKEN:
+        _LONGEST_TOKEN[tokenizer] = max(map(len, tokenizer.get_vocab()), default=1)
+    return len(text.encode("utf-8", errors="replace")) // max(_LONGEST_TOKEN[tokenizer], 1)
+
+
 def target_ids(tokenizer: Any, code: str) -> list[int]:
     return tokenizer(code, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
@@ -62,6 +75,9 @@ def encode_records(records: Sequence[Record], tokenizer: Any, mode: str,
     counts = {"cut": 0, "dropped": 0}
     out: list[Encoded] = []
     for r in records:
+        if min_tokens(tokenizer, r.input) >= max_length:
+            counts["dropped"] += 1
+            continue
         prompt = prompt_ids(tokenizer, r.input)
         room = max_length - len(prompt)
         if room < 1:

@@ -181,6 +181,7 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
         raise ValueError(f"{data}: no records to evaluate")
     start = time.time()
     cleaner = Cleaner.load(source)
+    cleaner.check_records_fit(records, cfg, data)
     summary, rows = evaluate(cleaner, records, cfg, batch_size, progress)
     meta = {"source": str(source), "data": str(data), "limit": limit, "records": len(records),
             "clean": asdict(cfg), "seconds": round(time.time() - start, 1),

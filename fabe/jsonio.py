@@ -104,6 +104,31 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+SNIFF_BYTES = 8192  # what `binary_kind` looks at
+
+
+def binary_kind(head: bytes) -> str | None:
+    """What a file whose first bytes are `head` is, when it is not text at all: a gzip
+    archive or a binary file (NUL bytes never occur in UTF-8 JSON or C source). None for text.
+    Said up front, so a user is not handed one encoding error per line of a binary file."""
+    if head.startswith(GZIP_MAGIC):
+        return "a gzip-compressed file, not text (decompress it first)"
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        return f"a binary file (NUL byte at offset {nul}), not text"
+    return None
+
+
+def sniff_binary(path: str | Path) -> str | None:
+    """`binary_kind` of a file's first bytes (None when it cannot be read: the readers say so)."""
+    try:
+        with open(path, "rb") as f:
+            return binary_kind(f.read(SNIFF_BYTES))
+    except OSError:
+        return None
+
+
 def unreadable(e: OSError) -> Problem:
     """The problem of a file that cannot be opened or read."""
     return "file", f"cannot read: {e.strerror or e}"

@@ -185,8 +185,9 @@ def train_command(cfg: Any, run_path: str | Path, gpus: list[int], resume: bool 
 
 
 def check_launch(cfg: Any, gpus: str | None) -> list[str]:
-    """Every problem a launch would hit, found without loading a model: GPUs, the dataset
-    (each validation error) and a local model path."""
+    """Every problem a launch would hit, found without loading model weights: GPUs, the
+    dataset (each validation error), the model (its tokenizer is loaded) and whether any
+    record fits max_length."""
     from fabe.dataset import DatasetError
     from fabe.modeling import ModelLoadError, check_model_source
     from fabe.train import load_data
@@ -196,8 +197,9 @@ def check_launch(cfg: Any, gpus: str | None) -> list[str]:
         parse_gpus(gpus)
     except ValueError as e:
         problems.append(str(e))
+    train = None
     try:
-        load_data(cfg)
+        train, _, files = load_data(cfg)
     except DatasetError as e:
         problems += e.errors
     except ValueError as e:
@@ -205,12 +207,28 @@ def check_launch(cfg: Any, gpus: str | None) -> list[str]:
     if getattr(cfg, "deepspeed", "") and importlib.util.find_spec("deepspeed") is None:
         problems.append("deepspeed: the deepspeed package is not installed (pip install deepspeed), "
                         "or leave DeepSpeed empty for plain DDP")
-    if cfg.model != "embedded":
+    if train is not None:
+        problems += _model_problems(cfg, train, files[0])
+    elif cfg.model != "embedded":
         try:
             check_model_source(cfg.model)
         except ModelLoadError as e:
             problems.append(f"model: {e}")
     return problems
+
+
+def _model_problems(cfg: Any, train: list, train_file: Path) -> list[str]:
+    """A model that cannot be loaded, or training data none of which fits max_length."""
+    from fabe.modeling import ModelLoadError
+    from fabe.train import preflight
+
+    try:
+        preflight(cfg, train, train_file)
+    except ModelLoadError as e:
+        return [f"model: {e}"]
+    except ValueError as e:
+        return [str(e)]
+    return []
 
 
 def launch(cfg: Any, gpus: str | None = "cpu", root: str | Path = "runs",
@@ -222,7 +240,10 @@ def launch(cfg: Any, gpus: str | None = "cpu", root: str | Path = "runs",
     from fabe.train import load_data
 
     gpu_list = parse_gpus(gpus)
-    load_data(cfg)  # a bad dataset fails here, before anything exists
+    train, _, files = load_data(cfg)  # bad input fails here, before anything exists
+    problems = _model_problems(cfg, train, files[0])
+    if problems:
+        raise ValueError("\n".join(problems))
     run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.mode}"
     run = RunDir(Path(root) / run_id)
     if run.path.exists():

@@ -9,7 +9,9 @@ log-likelihoods of all candidates (DESIGN.md). A run writes its run directory
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +49,8 @@ class TrainConfig:
     mode: str = field(default="full", metadata={"help": "simple: MLE only; full: MLE + ranking.",
                                                 "choices": list(MODES)})
     alpha: float = field(default=1.0, metadata={"help": "Weight of the MLE loss."})
-    beta: float = field(default=0.3, metadata={"help": "Weight of the ranking loss (full mode)."})
+    beta: float = field(default=0.3, metadata={
+        "help": "Weight of the ranking loss (full mode; simple mode refuses any other value than 0.3 or 0)."})
     rank_loss: str = field(default="listmle", metadata={"help": "Ranking loss.",
                                                         "choices": list(RANK_LOSSES)})
     margin: float = field(default=0.1, metadata={"help": "Margin m of the margin ranking loss."})
@@ -100,16 +103,22 @@ class TrainConfig:
             "eval_steps": self.eval_steps >= 0, "num_train_epochs": self.num_train_epochs > 0,
             "max_steps": self.max_steps == -1 or self.max_steps >= 1,
         }
+        for name in ("learning_rate", "alpha", "beta", "margin", "weight_decay", "num_train_epochs"):
+            checks[name] = checks.get(name, True) and math.isfinite(getattr(self, name))
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("; ".join(f"{name}: invalid value {getattr(self, name)!r}" for name in bad))
         if self.alpha == 0 and (self.mode == "simple" or self.beta == 0):
             raise ValueError("alpha, beta: the loss would be zero")
+        if self.mode == "simple" and self.beta not in (0, BETA_DEFAULT):
+            raise ValueError(f"beta: {self.beta} would be ignored: simple mode trains the MLE loss only; "
+                             "use mode full for the ranking loss, or leave beta unset")
         if self.deepspeed and self.deepspeed not in ZERO_STAGES and not self.deepspeed.endswith(".json"):
             raise ValueError(f"deepspeed: {self.deepspeed!r} is neither zero2, zero3 nor a .json config file")
 
 
 ZERO_STAGES = {"zero2": 2, "zero3": 3}
+BETA_DEFAULT = TrainConfig.__dataclass_fields__["beta"].default
 
 
 def deepspeed_config(spec: str) -> dict | str | None:
@@ -290,12 +299,58 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a mapping of option names to values")
     names = list(TrainConfig.__dataclass_fields__)
+    lines = config_key_lines(path, text)
     for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{path}: unknown field {key!r}{hint}")
+            where = f"{path}:{lines[key]}" if key in lines else path
+            raise ValueError(f"{where}: unknown field {key!r}{hint}")
     return values
+
+
+def config_key_lines(path: str, text: str) -> dict[str, int]:
+    """The line of each top-level key of a (valid) YAML or JSON config file, for messages."""
+    import yaml
+
+    if path.endswith(".json"):
+        found = {}
+        for lineno, line in enumerate(text.splitlines(), 1):
+            for key in re.findall(r'"((?:[^"\\]|\\.)*)"\s*:', line):
+                found.setdefault(key, lineno)
+        return found
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _locate_problems(error: ValueError, path: str, argv: list[str]) -> ValueError:
+    """`error` (from TrainConfig) with each problem of a value that came from the config file
+    prefixed by FILE:LINE, so the user knows where to fix it."""
+    lines = config_key_lines(path, Path(path).read_text())
+    flags = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    parts = []
+    for part in str(error).split("; "):
+        name = part.split(":")[0].split(",")[0].strip()
+        from_file = name in lines and name not in flags
+        parts.append(f"{path}:{lines[name]}: {part}" if from_file else part)
+    return ValueError("; ".join(parts))
+
+
+NEGATIVE = re.compile(r"-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?|-inf|-nan", re.IGNORECASE)
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--flag -1e-3` as `--flag=-1e-3`: argparse takes `-1e-3` for an option and would answer
+    "expected one argument" instead of naming the bad value."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and NEGATIVE.fullmatch(arg):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
@@ -306,6 +361,7 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
 
     from transformers import HfArgumentParser
 
+    argv = _join_negative_values(argv)
     pre = argparse.ArgumentParser(add_help=False)
     for flag in ("--config", "--preset", "--out"):
         pre.add_argument(flag, default="")
@@ -328,7 +384,13 @@ def parse_train_config(argv: list[str]) -> tuple[TrainConfig, bool]:
     parser.add_argument("--resume", action="store_true",
                         help="Continue the run in --out from its last checkpoint.")
     parser.set_defaults(**base)
-    cfg = parser.parse_args_into_dataclasses(args=argv)[0]
+    try:
+        cfg = parser.parse_args_into_dataclasses(args=argv)[0]
+    except ValueError as e:
+        raise (_locate_problems(e, known.config, argv) if known.config and not known.resume else e) from None
+    if known.resume and cfg.model != base.get("model", cfg.model):
+        raise ValueError(f"model: the run in {known.out} was trained from {base['model']!r}; --resume cannot "
+                         f"continue its checkpoints on {cfg.model!r}")
     return cfg, known.resume
 
 
@@ -483,6 +545,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     run = RunDir(cfg.out or default_run_dir(cfg.mode))
     if not resume and run.config_path.exists():
         raise FileExistsError(f"{run.path}: a run exists there; use --resume or another --out")
+    preflight(cfg, records[0], records[2][0])
     if not _is_main_process():
         _train(cfg, run, records[0], records[1])
         return run.path
@@ -508,6 +571,22 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 logging.getLogger(name).removeHandler(handler)
             handler.close()
     return run.path
+
+
+def preflight(cfg: TrainConfig, train: list[Record], train_file: Path) -> None:
+    """Refuse, before the run directory exists, a model that is not one (its tokenizer is
+    loaded: quick, and what a bad folder fails on first) and a dataset of which no record
+    fits max_length, so bad input leaves no failed run behind."""
+    from fabe.encoding import min_tokens, prompt_ids
+    from fabe.modeling import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(cfg.model), cfg.trust_remote_code)
+    def fits(code: str) -> bool:  # the cheap bound first: a 5 MB input is never tokenized
+        return min_tokens(tokenizer, code) < cfg.max_length and len(prompt_ids(tokenizer, code)) < cfg.max_length
+
+    if not any(fits(r.input) for r in train):
+        raise ValueError(f"data: {train_file}: no record fits max_length {cfg.max_length}: each input with the "
+                         "prompt is longer; raise max_length (within the model's window) or shorten the inputs")
 
 
 def _train(cfg: TrainConfig, run: RunDir, train: list[Record], valid: list[Record] | None) -> None:

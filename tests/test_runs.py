@@ -142,10 +142,12 @@ def test_deepspeed_without_its_package_is_a_launch_problem(tmp_path, cfg):
     assert not runs.check_launch(cfg(), "0,1")
 
 
-def test_a_missing_model_fails_with_a_hint(tmp_path, cfg):
-    run = runs.launch(cfg(model=str(tmp_path / "no-model")), "cpu", tmp_path, "nomodel")
-    wait_for(lambda: state(run) == "failed", timeout=120)
-    assert "model could not be loaded" in run.read_status()["hint"]
+def test_a_missing_model_is_refused_and_a_load_failure_gets_a_hint(tmp_path, cfg):
+    with pytest.raises(ValueError, match="model: .*no such model folder"):
+        runs.launch(cfg(model=str(tmp_path / "no-model")), "cpu", tmp_path, "nomodel")
+    assert not (tmp_path / "nomodel").exists()
+    hint = runs.failure_hint(f"ModelLoadError: {tmp_path / 'no-model'}: no such model folder")
+    assert "model could not be loaded" in hint
 
 
 def test_no_gpus_is_an_empty_list():

@@ -45,8 +45,10 @@ def test_sources_list_runs_finals_and_checkpoints(tmp_path):
     run = tmp_path / "r1"
     (run / "final").mkdir(parents=True)
     (run / "final" / "fabe.json").write_text("{}")
-    (run / "checkpoint-5").mkdir()
-    (run / "checkpoint-10").mkdir()
+    for step in (5, 10, 15):
+        (run / f"checkpoint-{step}").mkdir()
+    for step in (5, 10):  # checkpoint-15's save never finished: it is not offered
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     (run / "status.json").write_text("{}")
     (tmp_path / "not-a-run").mkdir()
     labels = [label for label, _ in cleaner_sources(tmp_path) if not label.startswith("embedded")]

@@ -34,10 +34,10 @@ def training(tmp_path_factory, small_dataset, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def app_url(training):
+def app_url(training, tmp_path_factory):
     import app
 
-    demo = app.build_app(training[0])
+    demo = app.build_app(training[0], roots=[tmp_path_factory.getbasetemp()])  # the tiny model lives there
     port = free_port()
     demo.queue(default_concurrency_limit=4).launch(  # the limit app.main sets
         server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import TINY_TEST_SHAPE
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,8 +40,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return init_tiny(TinyConfig(out=str(out), **TINY_TEST_SHAPE))
 
 
-TINY_TEST_SHAPE = dict(corpus_n=300, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
-                       intermediate_size=128, max_positions=1024)
 
 
 @pytest.fixture(scope="session")

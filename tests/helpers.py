@@ -5,6 +5,10 @@ from __future__ import annotations
 import socket
 import time
 
+# The embedded tiny model at reduced sizes, so tests that build one stay fast.
+TINY_TEST_SHAPE = dict(corpus_n=300, vocab_size=512, hidden_size=64, num_layers=2, num_heads=4,
+                       intermediate_size=128, max_positions=1024)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -45,7 +45,7 @@ def test_load_causal_lm(tiny_model_dir):
 
 
 def test_init_tiny_refuses_to_overwrite_and_same_seed_same_weights(tmp_path, tiny_model_dir):
-    from conftest import TINY_TEST_SHAPE as kwargs
+    from helpers import TINY_TEST_SHAPE as kwargs
 
     with pytest.raises(FileExistsError, match="--overwrite"):
         init_tiny(TinyConfig(out=str(tiny_model_dir), **kwargs))

@@ -25,3 +25,15 @@ def wait_for(predicate, timeout: float = 240.0, every: float = 0.3):
             return value
         time.sleep(every)
     raise AssertionError("condition not met in time")
+
+
+def page_message(call) -> str:
+    """What the page says to a gradio_client call: its first output, or the text of the
+    error it raised (gr.Error arrives as AppError)."""
+    from gradio_client.exceptions import AppError
+
+    try:
+        out = call()
+    except AppError as e:
+        return str(e)
+    return out if isinstance(out, str) else out[0]

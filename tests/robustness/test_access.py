@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_for
+from helpers import free_port, page_message, wait_for
 
 import app
 from fabe.paths import OutsideRoots, confine, confine_data, confine_model, is_hub_id
@@ -259,17 +259,6 @@ def test_with_the_login_the_api_works_and_a_file_downloads_only_with_it(server, 
     assert got.status_code == 200 and "model: embedded" in got.text
 
 
-def _refused(call) -> str:
-    """The page's message for a refused path (returned, or raised as gr.Error)."""
-    from gradio_client.exceptions import AppError
-
-    try:
-        out = call()
-    except AppError as e:
-        return str(e)
-    return out if isinstance(out, str) else out[0]
-
-
 PASSWD_CONTENT = "root:x:0:0"
 
 
@@ -290,7 +279,7 @@ def test_the_dataset_pickers_refuse_etc_passwd_and_never_show_it(client, typed):
         "launch data": lambda: _launch(client, data=typed),
     }
     for name, call in calls.items():
-        message = _refused(call)
+        message = page_message(call)
         assert "outside the folders this app may use" in message and str(PASSWD) in message, (name, message)
         assert PASSWD_CONTENT not in message, name
 
@@ -310,12 +299,12 @@ def test_upload_fields_cannot_be_pointed_at_a_server_file(server, api):
 def test_model_pickers_refuse_a_symlink_out_of_the_roots(server, client):
     _, allowed, outside = server
     link = str(allowed / "model-link")
-    assert _refused(lambda: client.predict(link, api_name="/load_cleaner")).startswith(f"**Cannot load** `{link}`")
-    assert str(outside / "model") in _refused(lambda: client.predict(link, "int f(void)\n{\n}", 2, 0.5, "beam", 8,
+    assert page_message(lambda: client.predict(link, api_name="/load_cleaner")).startswith(f"**Cannot load** `{link}`")
+    assert str(outside / "model") in page_message(lambda: client.predict(link, "int f(void)\n{\n}", 2, 0.5, "beam", 8,
                                                                        api_name="/clean"))
-    assert "outside the folders" in _refused(lambda: client.predict(link, "embedded", "embedded", ["none"], 1, 2,
+    assert "outside the folders" in page_message(lambda: client.predict(link, "embedded", "embedded", ["none"], 1, 2,
                                                                     api_name="/defend"))
-    assert "outside the folders" in _refused(lambda: client.predict([link], "embedded", 1, 2, "beam", 8, None,
+    assert "outside the folders" in page_message(lambda: client.predict([link], "embedded", 1, 2, "beam", 8, None,
                                                                     api_name="/evaluate"))
     assert f"model: {link}" in _launch(client, data=str(allowed / "data.jsonl"), model=link)
 
@@ -334,7 +323,7 @@ def test_export_and_run_name_cannot_write_outside(server, client):
 
 def test_run_actions_only_take_a_listed_run(server, client):
     _, _, outside = server
-    message = _refused(lambda: client.predict(f"../../{outside.name}/victim-run", True, api_name="/delete_run"))
+    message = page_message(lambda: client.predict(f"../../{outside.name}/victim-run", True, api_name="/delete_run"))
     assert "not in the list of choices" in message
     assert (outside / "victim-run").is_dir()
 

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import free_port
+from helpers import free_port, page_message
 
 from fabe import runs
 from fabe.cli import main
@@ -372,17 +372,6 @@ def page(tmp_path_factory):
     demo.close()
 
 
-def _message(call) -> str:
-    """What the page says: the first output, or the text of the error it raised."""
-    from gradio_client.exceptions import AppError
-
-    try:
-        out = call()
-    except AppError as e:
-        return str(e)
-    return out if isinstance(out, str) else out[0]
-
-
 def _launch(client, **by_label) -> str:
     """The Launch button's message; form fields are given by their labels."""
     params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/launch"]["parameters"]
@@ -413,7 +402,7 @@ def test_train_tab_check_and_launch_show_the_library_message_and_create_no_run(p
 
 def test_clean_tab_says_what_is_wrong_with_the_code_or_the_model(page, bad, models, tiny_model_dir):
     def clean(source, code, k=2):
-        return _message(lambda: page.client.predict(str(source), code, k, 0.5, "diverse_beam", 4, api_name="/clean"))
+        return page_message(lambda: page.client.predict(str(source), code, k, 0.5, "diverse_beam", 4, api_name="/clean"))
 
     assert "input is empty" in clean(tiny_model_dir, "  \n")
     assert "NUL characters" in clean(tiny_model_dir, "int f(void)\x00")
@@ -432,17 +421,17 @@ def test_clean_tab_upload_of_a_binary_file_is_refused_by_name(page, bad, name):
     from gradio_client import handle_file
 
     path = getattr(bad, name)
-    shown = _message(lambda: page.client.predict(handle_file(str(path)), api_name="/on_upload"))
+    shown = page_message(lambda: page.client.predict(handle_file(str(path)), api_name="/on_upload"))
     assert path.name in shown and ("binary" in shown or "gzip" in shown or "not UTF-8" in shown), shown
 
 
 def test_evaluate_and_defense_tabs_refuse_and_save_nothing(page, bad, tiny_model_dir, small_victim):
     def evaluate(split, k=2):
-        return _message(lambda: page.client.predict([str(tiny_model_dir)], str(split), 0, k, "beam", 4, None,
+        return page_message(lambda: page.client.predict([str(tiny_model_dir)], str(split), 0, k, "beam", 4, None,
                                                     api_name="/evaluate"))
 
     def defend(victim, split, k=2):
-        return _message(lambda: page.client.predict(str(victim), str(tiny_model_dir), str(split), ["fabe", "none"],
+        return page_message(lambda: page.client.predict(str(victim), str(tiny_model_dir), str(split), ["fabe", "none"],
                                                     0, k, api_name="/defend"))
 
     assert "k: need at least 1" in evaluate(bad.data / "test.jsonl", k=0)

@@ -149,6 +149,7 @@ class StatementPurifier:
         self.scorer = scorer
         self.threshold = threshold
         self.max_removals = max_removals
+        self.calibration_gains: list[float] = []  # sorted best gains of the calibration functions
 
     def best_removal(self, code: str) -> tuple[float, str]:
         """(NLL drop per deleted token, code without the statement) of the most suspicious
@@ -173,7 +174,7 @@ class StatementPurifier:
     def calibrate(self, clean_codes: Sequence[str], quantile: float = 0.95) -> "StatementPurifier":
         """Set the threshold to the `quantile` of the best gains on clean functions, so about
         1 - quantile of clean functions lose a statement."""
-        gains = sorted(self.best_removal(c)[0] for c in clean_codes)
+        gains = self.calibration_gains = sorted(self.best_removal(c)[0] for c in clean_codes)
         self.threshold = gains[min(len(gains) - 1, int(quantile * len(gains)))]
         return self
 

@@ -40,8 +40,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return init_tiny(TinyConfig(out=str(out), **TINY_TEST_SHAPE))
 
 
-
-
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """A built dataset of 48 generated records (train/valid/test)."""

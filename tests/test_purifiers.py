@@ -65,7 +65,7 @@ def test_the_onion_purifier_removes_a_planted_trigger_statement(clean_codes):
 
     model, tokenizer, _ = load_trained(str(SHIPPED))
     purifier = onion_purifier(causal_lm_nll(model, tokenizer), clean_codes[:40])
-    clean_gains = sorted(purifier.best_removal(c)[0] for c in clean_codes[:40])
+    clean_gains = purifier.calibration_gains
     assert purifier.threshold == clean_gains[38]
     planted = []
     for clean in [f.code for f in generate_functions(8, seed=4321)]:

@@ -301,11 +301,11 @@ def test_model_pickers_refuse_a_symlink_out_of_the_roots(server, client):
     link = str(allowed / "model-link")
     assert page_message(lambda: client.predict(link, api_name="/load_cleaner")).startswith(f"**Cannot load** `{link}`")
     assert str(outside / "model") in page_message(lambda: client.predict(link, "int f(void)\n{\n}", 2, 0.5, "beam", 8,
-                                                                       api_name="/clean"))
+                                                                          api_name="/clean"))
     assert "outside the folders" in page_message(lambda: client.predict(link, "embedded", "embedded", ["none"], 1, 2,
-                                                                    api_name="/defend"))
+                                                                        api_name="/defend"))
     assert "outside the folders" in page_message(lambda: client.predict([link], "embedded", 1, 2, "beam", 8, None,
-                                                                    api_name="/evaluate"))
+                                                                        api_name="/evaluate"))
     assert f"model: {link}" in _launch(client, data=str(allowed / "data.jsonl"), model=link)
 
 

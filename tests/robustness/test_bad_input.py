@@ -428,11 +428,11 @@ def test_clean_tab_upload_of_a_binary_file_is_refused_by_name(page, bad, name):
 def test_evaluate_and_defense_tabs_refuse_and_save_nothing(page, bad, tiny_model_dir, small_victim):
     def evaluate(split, k=2):
         return page_message(lambda: page.client.predict([str(tiny_model_dir)], str(split), 0, k, "beam", 4, None,
-                                                    api_name="/evaluate"))
+                                                        api_name="/evaluate"))
 
     def defend(victim, split, k=2):
         return page_message(lambda: page.client.predict(str(victim), str(tiny_model_dir), str(split), ["fabe", "none"],
-                                                    0, k, api_name="/defend"))
+                                                        0, k, api_name="/defend"))
 
     assert "k: need at least 1" in evaluate(bad.data / "test.jsonl", k=0)
     assert "gzip-compressed" in evaluate(bad.gzip_jsonl)

@@ -11,9 +11,10 @@ import argparse
 from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from fabe.dataset import find_split_files, load_records
-from fabe.encoding import encode_records
-from fabe.modeling import load_tokenizer, resolve_model
+from fabe.data.dataset import find_split_files, load_records
+from fabe.training.encoding import encode_records
+from fabe import embedded
+from fabe.training.modeling import load_tokenizer
 
 
 def padded_tokens(lengths: list[list[int]], order: list[int], batch: int, width: int | None) -> int:
@@ -38,7 +39,7 @@ def main() -> None:
 
     path = Path(args.data)
     records = load_records(find_split_files(path)["train"] if path.is_dir() else path)
-    tok = load_tokenizer(resolve_model(args.tokenizer))
+    tok = load_tokenizer(embedded.resolve(args.tokenizer, "model"))
     encoded, _ = encode_records(records, tok, args.mode, args.max_length)
     rows = [[len(e.prompt) + len(t) for t in e.targets] for e in encoded]
     real = sum(sum(r) for r in rows)

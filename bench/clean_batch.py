@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from fabe.clean import CleanConfig, Cleaner
-from fabe.corpus import generate_functions
-from fabe.modeling import resolve_model
-from fabe.triggers import insert_trigger
+from fabe import embedded
+from fabe.cleaning.cleaner import CleanConfig, Cleaner
+from fabe.data.generator import generate_functions
+from fabe.data.triggers import insert_trigger
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max_new_tokens", type=int, default=64)
     args = parser.parse_args()
-    cleaner = Cleaner.load(resolve_model(args.model))
+    cleaner = Cleaner.load(embedded.resolve(args.model, "model"))
     codes = [insert_trigger(f.code, "fixed", i).code
              for i, f in enumerate(generate_functions(args.inputs, seed=9))]
     cfg = CleanConfig(k=4, max_new_tokens=args.max_new_tokens)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fabe.clean import CleanConfig, Cleaner
-from fabe.dataset import load_records
-from fabe.evaluate import evaluate
+from fabe.cleaning.cleaner import CleanConfig, Cleaner
+from fabe.data.dataset import load_records
+from fabe.evaluation.runner import evaluate
 from fabe.rundir import RunDir
 
 

@@ -22,12 +22,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fabe import runs
-from fabe.builder import BuildConfig, build_dataset
-from fabe.corpus import generate_functions
+from fabe.data.builder import BuildConfig, build_dataset
+from fabe.data.generator import generate_functions
+from fabe.data.triggers import insert_trigger
 from fabe.rundir import RunDir
-from fabe.train import TrainConfig
-from fabe.triggers import insert_trigger
+from fabe.runs import manager as runs
+from fabe.training.config import TrainConfig
 
 
 def start_app(runs_dir: Path):

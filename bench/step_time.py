@@ -14,11 +14,13 @@ import time
 
 import torch
 
-from fabe.builder import BuildConfig, build_dataset
-from fabe.dataset import Record
-from fabe.encoding import Collator, encode_records
-from fabe.modeling import load_causal_lm, resolve_model
-from fabe.train import FabeTrainer, TrainConfig, _training_args
+from fabe.data.builder import BuildConfig, build_dataset
+from fabe.data.dataset import Record
+from fabe.training.encoding import Collator, encode_records
+from fabe import embedded
+from fabe.training.config import TrainConfig
+from fabe.training.modeling import load_causal_lm
+from fabe.training.trainer import FabeTrainer, build_trainer
 
 
 def three_candidates(records: list[Record]) -> list[Record]:
@@ -49,15 +51,14 @@ def main() -> None:
 
     tmp = tempfile.mkdtemp()
     records = three_candidates(build_dataset(BuildConfig(out=tmp, n=200, seed=3))["train"])
-    model, tok = load_causal_lm(resolve_model(args.model), dtype="float32")
+    model, tok = load_causal_lm(embedded.resolve(args.model, "model"), dtype="float32")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     trainers, batches = {}, {}
     variants = {"simple": ("simple", False), "full": ("full", True), "full-plain": ("full", False)}
     for name, (mode, shared) in variants.items():
-        cfg = TrainConfig(data="x", mode=mode)
-        trainers[name] = FabeTrainer(model=model, args=_training_args(cfg, tmp, False), fabe=cfg,
-                                     processing_class=tok, data_collator=Collator(tok.pad_token_id, mode))
+        cfg = TrainConfig(data="x", mode=mode, shared_prompt=shared)
+        trainers[name] = build_trainer(cfg, tmp, records[:args.batch], model=model, tokenizer=tok).trainer
         trainers[name].current_gradient_accumulation_steps = 1
         encoded, _ = encode_records(records[:args.batch], tok, mode, 2048)
         batches[name] = Collator(tok.pad_token_id, mode, shared_prompt=shared)(encoded)

@@ -1,4 +1,4 @@
-"""The project's simple mode (`fabe.train.train`: FabeTrainer, its loss components, the
+"""The project's simple mode (`fabe.training.run.train`: FabeTrainer, its loss components, the
 run-directory callbacks, train.log) vs a bare `transformers.Trainer` with the standard
 causal-LM loss, on the same model, tokenized best candidates, collator, batches (both
 without length grouping, so the batches are identical) and TrainingArguments. Runs
@@ -22,10 +22,13 @@ from pathlib import Path
 import transformers
 from transformers import Trainer, TrainerCallback
 
-from fabe.builder import BuildConfig, build_dataset
-from fabe.encoding import Collator
+from fabe.data.builder import BuildConfig, build_dataset
+from fabe.training.encoding import Collator
 from fabe.rundir import RunDir
-from fabe.train import TrainConfig, _encode, _load_model, _training_args, load_data, train
+from fabe.training.config import TrainConfig
+from fabe.training.encoding import EncodedDataset, encode_records
+from fabe.training.run import load_data, train
+from fabe.training.trainer import load_model_for_training, training_arguments
 
 
 class StepTimer(TrainerCallback):
@@ -47,10 +50,10 @@ class StepTimer(TrainerCallback):
 
 
 def bare_run(cfg: TrainConfig, out: Path) -> list[float]:
-    model, tokenizer, _ = _load_model(cfg)
-    train_set, _, _ = _encode(cfg, tokenizer, load_data(cfg)[0], None)
+    model, tokenizer, _ = load_model_for_training(cfg)
+    train_set = EncodedDataset(encode_records(load_data(cfg)[0], tokenizer, cfg.mode, cfg.max_length)[0])
     timer = StepTimer()
-    trainer = Trainer(model=model, args=_training_args(cfg, out, False), train_dataset=train_set,
+    trainer = Trainer(model=model, args=training_arguments(cfg, out, False), train_dataset=train_set,
                       processing_class=tokenizer, data_collator=Collator(tokenizer.pad_token_id, "simple"),
                       callbacks=[timer])
     trainer.train()

@@ -12,14 +12,16 @@ import logging
 import sys
 from typing import Callable
 
+from fabe import embedded
+
 logger = logging.getLogger("fabe")
 
 
 def _data_build(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.builder import BuildConfig, build_dataset
-    from fabe.dataset import dataset_stats, format_stats
+    from fabe.data.builder import BuildConfig, build_dataset
+    from fabe.data.dataset import dataset_stats, format_stats
 
     parser = HfArgumentParser(BuildConfig, prog="python -m fabe data build",
                               description="Build a poisoned Tuna-format dataset (train/valid/test).")
@@ -42,20 +44,20 @@ def _load_for_stats(args: argparse.Namespace) -> dict[str, dict]:
     """Validate every file named by `args.path`; stats per file. Raises DatasetError."""
     from pathlib import Path
 
-    from fabe.dataset import dataset_stats, find_split_files, load_records
+    from fabe.data.dataset import dataset_stats, find_split_files, load_records
 
     path = Path(args.path)
     files = find_split_files(path) if path.is_dir() else {path.name: path}
     tokenizer = None
     if args.tokenizer:
-        from fabe.modeling import load_tokenizer
+        from fabe.training.modeling import load_tokenizer
         tokenizer = load_tokenizer(args.tokenizer)
     return {str(f): dataset_stats(load_records(f), tokenizer) for f in files.values()}
 
 
 def _data_stats(argv: list[str], prog: str = "python -m fabe data stats",
                 description: str = "Counts, length percentiles, score range and trigger kinds.") -> int:
-    from fabe.dataset import DatasetError, format_stats
+    from fabe.data.dataset import DatasetError, format_stats
 
     args = _file_parser(prog, description).parse_args(argv)
     try:
@@ -79,7 +81,7 @@ def _data_check(argv: list[str]) -> int:
 def _model_init_tiny(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.modeling import TinyConfig, init_tiny
+    from fabe.training.modeling import TinyConfig, init_tiny
 
     parser = HfArgumentParser(TinyConfig, prog="python -m fabe model init-tiny",
                               description="Create the embedded tiny Llama and its BPE tokenizer.")
@@ -89,11 +91,31 @@ def _model_init_tiny(argv: list[str]) -> int:
     return 0
 
 
-def _train(argv: list[str]) -> int:
-    from fabe.train import parse_train_config, train
+def _changes(run: str, argv: list[str]) -> dict:
+    """The options that flags change in the run folder's config (given with a resume)."""
+    from fabe.rundir import RunDir
+    from fabe.training.config import parse_flags
+    from fabe.training.run import run_config
 
-    cfg, resume = parse_train_config(argv)
-    path = train(cfg, resume)
+    base = run_config(RunDir(run)).to_dict()
+    cfg, _ = parse_flags(argv, base, extra=("--resume",))
+    return {k: v for k, v in cfg.to_dict().items() if v != base[k]}
+
+
+def _train(argv: list[str]) -> int:
+    from fabe.training.config import resolve_config
+    from fabe.training.run import train, train_run
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--run", default="")
+    pre.add_argument("--resume", action="store_true")
+    known, _ = pre.parse_known_args(argv)
+    if known.run:
+        path = train_run(known.run, known.resume, _changes(known.run, argv))
+    elif known.resume:
+        raise ValueError("--resume: give the run folder to continue as --run RUN")
+    else:
+        path = train(resolve_config(argv))
     print(f"run directory: {path}")
     return 0
 
@@ -101,8 +123,8 @@ def _train(argv: list[str]) -> int:
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe import cparse
-    from fabe.clean import CleanConfig, Cleaner, candidates_json, check_code, read_code_file
+    from fabe.data import cparse
+    from fabe.cleaning.cleaner import CleanConfig, Cleaner, candidates_json, check_code, read_code_file
 
     parser = HfArgumentParser(CleanConfig, prog="python -m fabe clean",
                               description="Clean poisoned code into K ranked candidates.")
@@ -114,14 +136,14 @@ def _clean(argv: list[str]) -> int:
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     code = sys.stdin.read() if args.input == "-" else read_code_file(args.input)
     check_code(code)
-    cleaner = Cleaner.load(args.run or args.model or _default_cleaner())
+    cleaner = Cleaner.load(args.run or embedded.resolve(args.model or embedded.EMBEDDED, "cleaner"))
     if not cparse.parses(code):
         print(f"warning: {args.input}: does not parse as C; cleaned anyway", file=sys.stderr)
     cands = cleaner.clean(code, cfg)
     if args.json:
         print(candidates_json(cands))
     else:
-        from fabe.report import candidates_table, side_by_side
+        from fabe.cleaning.report import candidates_table, side_by_side
 
         print(side_by_side(code, cands[0].code))
         print(candidates_table(cands))
@@ -147,8 +169,8 @@ def _eval(argv: list[str]) -> int:
 
     from transformers import HfArgumentParser
 
-    from fabe.clean import CleanConfig
-    from fabe.evaluate import run_eval
+    from fabe.cleaning.cleaner import CleanConfig
+    from fabe.evaluation.runner import run_eval
 
     parser = HfArgumentParser(CleanConfig, prog="python -m fabe eval",
                               description="Clean every record of a split and score the top candidates.")
@@ -161,7 +183,7 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--batch_size", type=int, default=8, help="Inputs cleaned at once.")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
-    src = args.run or (_default_cleaner() if args.model == "embedded" else args.model)
+    src = args.run or embedded.resolve(args.model, "cleaner")
     bar, progress = _records_bar("evaluating", args.json)
     try:
         result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size, progress)
@@ -181,7 +203,7 @@ def _eval(argv: list[str]) -> int:
 def _export(argv: list[str]) -> int:
     import argparse
 
-    from fabe.export import export_model
+    from fabe.cleaning.export import export_model
 
     parser = argparse.ArgumentParser(prog="python -m fabe export",
                                      description="Merge a LoRA cleaner into its base model and save it (safetensors).")
@@ -197,7 +219,7 @@ def _defend(argv: list[str]) -> int:
     import argparse
     import json
 
-    from fabe.defense import DEFENSES, run_defense
+    from fabe.defense.defenses import DEFENSES, run_defense
 
     parser = argparse.ArgumentParser(prog="python -m fabe defend",
                                      description="ASR and clean accuracy of a victim under each defense.")
@@ -211,7 +233,7 @@ def _defend(argv: list[str]) -> int:
     parser.add_argument("--out", help="Folder for defense.json and outcomes.csv (default: next to the cleaner's run).")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     args = parser.parse_args(argv)
-    cleaner = _default_cleaner() if args.cleaner in (None, "embedded") else args.cleaner
+    cleaner = embedded.resolve(args.cleaner or embedded.EMBEDDED, "cleaner")
     bar, progress = _records_bar("defending", args.json)
     try:
         result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
@@ -229,12 +251,6 @@ def _defend(argv: list[str]) -> int:
     return 0
 
 
-def _default_cleaner() -> str:
-    from fabe.embedded import default_cleaner
-
-    return str(default_cleaner())
-
-
 def _demo(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
@@ -248,7 +264,7 @@ def _demo(argv: list[str]) -> int:
 def _train_embedded(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.embedded import EmbeddedConfig, train_embedded
+    from fabe.training.recipe import EmbeddedConfig, train_embedded
 
     parser = HfArgumentParser(EmbeddedConfig, prog="python -m fabe model train-embedded",
                               description="Train the embedded cleaner (seeded recipe; resumes).")
@@ -275,7 +291,7 @@ def _run_path(root: str, run: str):
 
 
 def _runs_list(argv: list[str]) -> int:
-    from fabe.runs import info_dicts, list_runs
+    from fabe.runs.manager import info_dicts, list_runs
 
     parser = _runs_parser("list", run=False)
     parser.add_argument("--json", action="store_true")
@@ -294,21 +310,20 @@ def _runs_list(argv: list[str]) -> int:
 
 
 def _runs_launch(argv: list[str]) -> int:
-    from fabe.runs import launch
-    from fabe.train import parse_train_config
+    from fabe.runs.manager import launch
+    from fabe.training.config import resolve_config
 
     parser = _runs_parser("launch", run=False)
     parser.add_argument("--gpus", default="cpu", help="'cpu' or GPU indices such as 0,1.")
     parser.add_argument("--name", help="Run id (default: time and mode).")
     args, rest = parser.parse_known_args(argv)
-    cfg, _ = parse_train_config(rest)
-    run = launch(cfg, args.gpus, args.root, args.name)
+    run = launch(resolve_config(rest), args.gpus, args.root, args.name)
     print(f"launched {run.path} ({run.read_status()['state']})")
     return 0
 
 
 def _runs_stop(argv: list[str]) -> int:
-    from fabe.runs import stop
+    from fabe.runs.manager import stop
 
     parser = _runs_parser("stop")
     parser.add_argument("--grace", type=float, default=120.0, help="Seconds before SIGKILL.")
@@ -318,16 +333,19 @@ def _runs_stop(argv: list[str]) -> int:
 
 
 def _runs_resume(argv: list[str]) -> int:
-    from fabe.runs import resume
+    from fabe.runs.manager import resume
 
-    args = _runs_parser("resume").parse_args(argv)
-    run = resume(_run_path(args.root, args.run))
+    parser = _runs_parser("resume")
+    parser.epilog = "Any training flag (e.g. --max_steps 2000) changes that option in the run's config.json first."
+    args, rest = parser.parse_known_args(argv)
+    path = _run_path(args.root, args.run)
+    run = resume(path, _changes(str(path), rest) if rest else None)
     print(f"{args.run}: {run.read_status()['state']}")
     return 0
 
 
 def _runs_delete(argv: list[str]) -> int:
-    from fabe.runs import delete
+    from fabe.runs.manager import delete
 
     parser = _runs_parser("delete")
     parser.add_argument("--yes", action="store_true", help="Confirm the deletion.")
@@ -340,9 +358,9 @@ def _runs_delete(argv: list[str]) -> int:
 
 
 def _runs_start(argv: list[str]) -> int:
-    from fabe.runs import start
+    from fabe.runs.processes import start
 
-    start(argv[0])
+    start(argv[0], resume="--resume" in argv[1:])
     return 0
 
 

@@ -28,12 +28,13 @@ class DemoConfig:
 
 
 def run_demo(cfg: DemoConfig) -> None:
-    from fabe.builder import BuildConfig, build_dataset
-    from fabe.clean import CleanConfig, Cleaner
-    from fabe.dataset import load_records
-    from fabe.embedded import SHIPPED
-    from fabe.report import candidates_table, side_by_side
-    from fabe.train import PRESETS, TrainConfig, train
+    from fabe import embedded
+    from fabe.cleaning.cleaner import CleanConfig, Cleaner
+    from fabe.cleaning.report import candidates_table, side_by_side
+    from fabe.data.builder import BuildConfig, build_dataset
+    from fabe.data.dataset import load_records
+    from fabe.training.config import PRESETS, TrainConfig
+    from fabe.training.run import train
 
     out = Path(cfg.out)
     data = out / "data"
@@ -49,7 +50,7 @@ def run_demo(cfg: DemoConfig) -> None:
                          "warmup_steps": 5, "seed": cfg.seed}))
     source = cfg.cleaner
     if source == "auto":
-        source = str(SHIPPED) if (SHIPPED / "config.json").exists() else str(run)
+        source = str(embedded.SHIPPED_CLEANER) if embedded.shipped_cleaner_exists() else str(run)
     elif source == "fresh":
         source = str(run)
     print(f"\ncleaning {cfg.samples} held-out samples with {source}\n")

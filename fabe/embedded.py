@@ -1,98 +1,86 @@
-"""The embedded cleaner: a tiny model trained by the project's own code, shipped with it.
+"""The `embedded` name: what it stands for wherever a model, a dataset, a split, a cleaner or
+a victim is asked for, so everything works offline with nothing from outside.
 
-`train_embedded` is the documented, seeded recipe (`python -m fabe model train-embedded`):
-build a generated dataset, train the embedded tiny base model on it, then polish that model
-on a second, disjoint generated dataset (another seed: fresh functions it cannot have
-memorized, so only copying lowers the loss) at a lower learning rate, and copy the polished
-`final/` into `fabe/assets/cleaner`, which cleaning and `demo` use by default. Each phase
-resumes its run when it exists, so the recipe can be spread over several sittings; `--init`
-polishes a given model (e.g. a checkpoint shipped from an earlier sitting, whose run was lost)
-instead of training phase 1, and the shipped `fabe.json` records that lineage.
+- model: the tiny Llama with its BPE tokenizer (`$FABE_HOME/tiny-base`), made on first use;
+- data: 5,000 generated poisoned functions, every trigger kind (`$FABE_HOME/data-generated`);
+- cleaner: the cleaner shipped in `fabe/assets/cleaner` (trained by `model train-embedded`);
+- victim: a small BERT backdoored on generated code (`$FABE_HOME/victim`), made on first use.
+
+Each is seeded, so it is the same everywhere, and made once even when two processes ask at
+the same time (`fabe.home.made_once`). Any other name is returned as given.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from fabe.home import fabe_home, made_once
 
 logger = logging.getLogger(__name__)
 
-SHIPPED = Path(__file__).resolve().parent / "assets" / "cleaner"
+EMBEDDED = "embedded"
+SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
+GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
+KINDS = ("model", "data", "cleaner", "victim")
 
 
-@dataclass
-class EmbeddedConfig:
-    run: str = field(default="runs/embedded", metadata={"help": "Run directory of the recipe."})
-    data: str = field(default="runs/embedded-data", metadata={"help": "Where the dataset is built."})
-    n: int = field(default=30000, metadata={"help": "Generated functions in the dataset."})
-    seed: int = field(default=11, metadata={"help": "Dataset seed."})
-    clean_share: float = field(default=0.2, metadata={"help": "Share of unpoisoned records."})
-    mode: str = field(default="simple", metadata={"help": "Training mode.", "choices": ["simple", "full"]})
-    max_steps: int = field(default=4000, metadata={"help": "Optimizer steps."})
-    batch_size: int = field(default=16, metadata={"help": "Records per step."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate."})
-    init: str = field(default="", metadata={
-        "help": "Polish this model folder instead of training phase 1 (empty: train phase 1)."})
-    polish_n: int = field(default=30000, metadata={"help": "Generated functions of the polishing dataset."})
-    polish_seed: int = field(default=12, metadata={"help": "Seed of the polishing dataset."})
-    polish_steps: int = field(default=400, metadata={"help": "Polishing steps (0: none)."})
-    polish_learning_rate: float = field(default=2.5e-4, metadata={"help": "Peak polishing learning rate."})
-    polish_warmup: int = field(default=30, metadata={"help": "Warmup steps of the polish (fresh AdamW state)."})
-    ship: str = field(default=str(SHIPPED), metadata={"help": "Where the final model is copied."})
+def home_path(kind: str) -> Path:
+    """Where the embedded `kind` lives."""
+    return {"model": fabe_home() / "tiny-base", "data": fabe_home() / "data-generated",
+            "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim"}[kind]
 
 
-def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, model: str,
-           max_steps: int, learning_rate: float, warmup: int) -> Path:
-    """Build `data` unless it exists, then train (or resume) one run of the recipe."""
-    from fabe.builder import BuildConfig, build_dataset
-    from fabe.rundir import RunDir
-    from fabe.train import PRESETS, TrainConfig, train
+def _make_model(path: Path) -> None:
+    from fabe.training.modeling import TinyConfig, init_tiny
 
-    if not (Path(data) / "dataset.json").exists():
-        build_dataset(BuildConfig(out=data, n=n, seed=seed, clean_share=cfg.clean_share))
-    run = RunDir(run_path)
-    train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": data, "out": run_path, "model": model,
-                               "mode": cfg.mode, "max_steps": max_steps, "batch_size": cfg.batch_size,
-                               "learning_rate": learning_rate, "warmup_steps": warmup,
-                               "eval_steps": 250, "save_steps": 250, "eval_limit": 64,
-                               "preset": "tiny-cpu"})
-    if not (run.final_path / "fabe.json").exists():
-        train(train_cfg, resume=run.config_path.exists())
-    return run.final_path
+    logger.info("creating the embedded tiny base model in %s", path)
+    init_tiny(TinyConfig(out=str(path), overwrite=True))
 
 
-def train_embedded(cfg: EmbeddedConfig) -> Path:
-    if cfg.init:
-        final = Path(cfg.init)
-        lineage = [json.loads((final / "fabe.json").read_text())] if (final / "fabe.json").exists() else []
-    else:
-        final = _phase(cfg, cfg.data, cfg.n, cfg.seed, cfg.run, "embedded", cfg.max_steps, cfg.learning_rate, 100)
-        lineage = []
-    if cfg.polish_steps:
-        final = _phase(cfg, f"{cfg.data}-polish", cfg.polish_n, cfg.polish_seed, f"{cfg.run}-polish",
-                       str(final), cfg.polish_steps, cfg.polish_learning_rate, cfg.polish_warmup)
-    ship = Path(cfg.ship)
-    tmp = ship.with_name(ship.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(final, tmp)
-    meta = json.loads((tmp / "fabe.json").read_text())
-    meta.update(recipe="python -m fabe model train-embedded " + " ".join(
-        f"--{k} {v}" for k, v in asdict(cfg).items() if v != getattr(EmbeddedConfig, k, None)),
-        recipe_config=asdict(cfg), lineage=lineage)
-    meta.pop("interim", None)
-    (tmp / "fabe.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(ship, ignore_errors=True)
-    tmp.rename(ship)
-    logger.info("embedded cleaner shipped to %s", ship)
-    return ship
+def _make_data(path: Path) -> None:
+    from fabe.data.builder import BuildConfig, build_dataset
+
+    logger.info("building the embedded generated dataset in %s", path)
+    build_dataset(BuildConfig(out=str(path), **GENERATED_DATA))
 
 
-def default_cleaner() -> Path:
-    """The shipped embedded cleaner; a clear error where it has not been trained yet."""
-    if not (SHIPPED / "config.json").exists():
-        raise FileNotFoundError(f"{SHIPPED}: no embedded cleaner yet; train one with "
-                                "`python -m fabe model train-embedded` or pass --run/--model")
-    return SHIPPED
+def _make_victim(path: Path) -> None:
+    from fabe.defense.victims import VictimConfig, train_victim
+
+    logger.info("training the embedded victim in %s (a few minutes, once)", path)
+    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model")))
+
+
+MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json"),
+          "victim": (_make_victim, "victim.json")}
+
+
+def resolve(name: str | Path, kind: str) -> str:
+    """`name`, or for `embedded` the path of the embedded `kind`, made on first use (the
+    shipped cleaner cannot be made: its absence is an error that says how to train one)."""
+    if kind not in KINDS:
+        raise ValueError(f"Unknown embedded kind: {kind}. Should be one of {list(KINDS)}")
+    if str(name) != EMBEDDED:
+        return str(name)
+    path = home_path(kind)
+    if kind == "cleaner":
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path}: no embedded cleaner yet; train one with "
+                                    "`python -m fabe model train-embedded` or give a run or model folder")
+        return str(path)
+    make, marker = MAKERS[kind]
+    return str(made_once(path, marker, lambda: make(path)))
+
+
+def resolve_split(name: str | Path, split: str = "test") -> Path:
+    """The file of one split: a `.jsonl`/`.json` file as given; a dataset folder's `split`
+    file; for `embedded`, that split of the generated dataset."""
+    from fabe.data.dataset import find_split_files
+
+    path = Path(resolve(name, "data"))
+    return find_split_files(path)[split] if path.is_dir() else path
+
+
+def shipped_cleaner_exists() -> bool:
+    return (SHIPPED_CLEANER / "config.json").exists()

@@ -9,30 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fabe.files import sha256, write_json_atomic
+
 STATES = ("queued", "running", "finished", "failed", "stopped")
 METRIC_FIELDS = ("step", "max_steps", "epoch", "loss", "mle_loss", "rank_loss", "eval_loss",
                  "learning_rate", "grad_norm", "s_per_step", "eta_s", "time")
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunDir:
@@ -179,18 +166,29 @@ def results_dir(source: str | Path, kind: str, name: str, root: str | Path) -> P
     return Path(root) / source.name / name
 
 
+HINTS = (
+    (r"CUDA out of memory|OutOfMemoryError", "out of GPU memory: lower batch_size or max_length, "
+                                             "or turn on gradient checkpointing"),
+    (r"no such model folder|cannot load model|not a Hugging Face model folder",
+     "the model could not be loaded: check the path or hub id (offline: give a local folder)"),
+    (r"DatasetError|: no such file", "the dataset is invalid or missing: run `python -m fabe data check`"),
+    (r"No space left on device|Disk quota exceeded|File too large",
+     "the disk is full (or a quota or file size limit was hit): free space or lower save_total_limit"),
+)
+
+
+def failure_hint(text: str) -> str | None:
+    """What to do about a run that failed with `text` (status.json's `hint`), when known."""
+    import re
+
+    for pattern, hint in HINTS:
+        if re.search(pattern, text):
+            return hint
+    return None
+
+
 def now() -> float:
     return round(time.time(), 3)
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _git_commit() -> str | None:
@@ -217,4 +215,4 @@ def provenance(data_files: list[Path]) -> dict:
         except PackageNotFoundError:
             packages[name] = None
     return {"packages": packages, "python": platform.python_version(), "git_commit": _git_commit(),
-            "data": {str(p): _sha256(Path(p)) for p in data_files}, "created_at": now()}
+            "data": {str(p): sha256(p) for p in data_files}, "created_at": now()}

@@ -14,11 +14,11 @@ from typing import Any
 
 import gradio as gr
 
-from fabe.clean import DECODINGS, Cancelled, CleanConfig, InputTooLong, check_code, read_code_file
-from fabe.evaluate import lines_changed
-from fabe.modeling import ModelLoadError
-from fabe.report import diff_rows, trigger_spans
-from fabe.serving import cleaner_sources
+from fabe.cleaning.cleaner import DECODINGS, Cancelled, CleanConfig, InputTooLong, check_code, read_code_file
+from fabe.evaluation.metrics import lines_changed
+from fabe.training.modeling import ModelLoadError
+from fabe.cleaning.report import diff_rows, trigger_spans
+from fabe.cleaning.serving import cleaner_sources
 from pages.context import AppContext
 
 TABLE = ["rank", "score", "weight", "parses", "triggers left", "lines changed"]
@@ -92,8 +92,8 @@ def _show(state: dict, rank: int | None):
 
 def _records(ctx: AppContext, split: str):
     """The records of a split typed in the page; one outside the app's roots is refused unread."""
-    from fabe.builder import resolve_data
-    from fabe.dataset import load_records
+    from fabe.data.builder import resolve_data
+    from fabe.data.dataset import load_records
 
     try:
         path = Path(resolve_data(ctx.confine_data(split)))
@@ -221,7 +221,7 @@ def build(ctx: AppContext) -> CleanTab:
                 return ("Cancelled.", *none)
             finally:
                 ctx.cancels.pop(request.session_hash, None)
-            from fabe import cparse
+            from fabe.data import cparse
 
             note = "" if cparse.parses(code_v) else " (the input does not parse as C; cleaned anyway)"
             st = {"input": code_v, "candidates": [c.to_dict() for c in cands], "edits": edits_v}
@@ -244,8 +244,8 @@ def build(ctx: AppContext) -> CleanTab:
             return "Cancelling…"
 
         def on_export(src: str | None, out: str) -> str:
-            from fabe.export import export_model
-            from fabe.serving import resolve_source
+            from fabe.cleaning.export import export_model
+            from fabe.cleaning.serving import resolve_source
 
             if not src or not out:
                 return "Pick a cleaner and give a new folder."

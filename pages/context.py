@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fabe import paths
 from fabe.rundir import MetricsFollower, RunDir
-from fabe.serving import CleanerCache
+from fabe.cleaning.serving import CleanerCache
 
 
 @dataclass

@@ -9,9 +9,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from fabe.defense import DEFENSES, default_defense_dir, run_defense
-from fabe.modeling import ModelLoadError
-from fabe.serving import cleaner_sources, resolve_source
+from fabe.defense.defenses import DEFENSES, default_defense_dir, run_defense
+from fabe.training.modeling import ModelLoadError
+from fabe.cleaning.serving import cleaner_sources, resolve_source
 from pages.context import AppContext
 from pages.plots import defense_figure
 
@@ -55,7 +55,7 @@ def build(ctx: AppContext) -> None:
 
         def on_run(victim_v: str, cleaner_v: str | None, split_v: str, chosen_v: list[str], limit_v: float,
                    k_v: float, progress=gr.Progress()):
-            from fabe.builder import resolve_data
+            from fabe.data.builder import resolve_data
 
             if not chosen_v:
                 raise gr.Error("Choose at least one defense.")

@@ -11,10 +11,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from fabe.clean import DECODINGS, CleanConfig
-from fabe.evaluate import default_eval_dir, load_eval, run_eval, saved_evals
-from fabe.modeling import ModelLoadError
-from fabe.serving import cleaner_sources, resolve_source
+from fabe.cleaning.cleaner import DECODINGS, CleanConfig
+from fabe.evaluation.runner import default_eval_dir, load_eval, run_eval, saved_evals
+from fabe.training.modeling import ModelLoadError
+from fabe.cleaning.serving import cleaner_sources, resolve_source
 from pages.context import AppContext
 from pages.plots import COMPARED, by_trigger_figure, compare_figure
 
@@ -82,7 +82,7 @@ def build(ctx: AppContext) -> EvaluateTab:
 
         def on_run(srcs: list[str] | None, split_v: str, limit_v: float, k_v: float, dec_v: str, max_v: float,
                    current: list[str] | None, progress=gr.Progress()):
-            from fabe.builder import resolve_data
+            from fabe.data.builder import resolve_data
 
             if not srcs:
                 raise gr.Error("Choose at least one cleaner.")

@@ -11,7 +11,7 @@ from typing import Any
 
 import gradio as gr
 
-from fabe import runs
+from fabe.runs import manager as runs
 from fabe.rundir import RunDir
 from pages.context import AppContext
 from pages.plots import loss_figure, lr_figure

@@ -12,8 +12,8 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from fabe import runs
-from fabe.train import PRESETS, TrainConfig, read_config_file
+from fabe.runs import manager as runs
+from fabe.training.run import PRESETS, TrainConfig, read_config_file
 from pages.context import AppContext
 
 CASTS = {"int": int, "float": float, "bool": bool, "str": str}
@@ -106,8 +106,8 @@ def _gpu_choices() -> list[str]:
 def check_dataset(path: str, roots: list[Path]) -> tuple[str, list[list[Any]]]:
     """Stats of a dataset file or folder (inside `roots`) and its first records, or its
     validation errors."""
-    from fabe.builder import resolve_data
-    from fabe.dataset import DatasetError, dataset_stats, find_split_files, format_stats, load_records
+    from fabe.data.builder import resolve_data
+    from fabe.data.dataset import DatasetError, dataset_stats, find_split_files, format_stats, load_records
     from fabe.paths import OutsideRoots, confine_data
 
     if not path:

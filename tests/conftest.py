@@ -34,7 +34,7 @@ def redis_functions(redis_path) -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A small embedded base model (reduced sizes keep the test fast)."""
-    from fabe.modeling import TinyConfig, init_tiny
+    from fabe.training.modeling import TinyConfig, init_tiny
 
     out = tmp_path_factory.mktemp("models") / "tiny"
     return init_tiny(TinyConfig(out=str(out), **TINY_TEST_SHAPE))
@@ -43,7 +43,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory) -> Path:
     """A built dataset of 48 generated records (train/valid/test)."""
-    from fabe.builder import BuildConfig, build_dataset
+    from fabe.data.builder import BuildConfig, build_dataset
 
     out = tmp_path_factory.mktemp("data") / "small"
     build_dataset(BuildConfig(out=str(out), n=48, seed=2, split="0.75,0.125,0.125"))
@@ -55,9 +55,9 @@ def small_victim(tmp_path_factory, tiny_model_dir):
     """A small victim classifier (the embedded recipe at toy sizes)."""
     from unittest import mock
 
-    import fabe.modeling
-    from fabe.victim import VictimConfig, train_victim
+    import fabe.training.modeling
+    from fabe.defense.victims import VictimConfig, train_victim
 
-    with mock.patch.object(fabe.modeling, "embedded_base_path", lambda: tiny_model_dir):
+    with mock.patch.object(fabe.training.modeling, "embedded_base_path", lambda: tiny_model_dir):
         return train_victim(VictimConfig(out=str(tmp_path_factory.mktemp("v") / "victim"), n=120, epochs=1,
                                          hidden_size=32, num_layers=1, num_heads=2, batch_size=16))

@@ -109,7 +109,7 @@ def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_p
 
 
 def test_check_dataset_shows_its_stats_and_first_records(page, small_dataset):
-    from fabe.dataset import load_records
+    from fabe.data.dataset import load_records
 
     first, *rest = load_records(small_dataset / "train.jsonl")
     page.get_by_role("tab", name="Train").click()
@@ -156,8 +156,9 @@ def choose(page, label: str, option: str) -> None:
 
 
 def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_dataset, tiny_model_dir):
-    from fabe.dataset import load_records
-    from fabe.train import TrainConfig, train
+    from fabe.data.dataset import load_records
+    from fabe.training.config import TrainConfig
+from fabe.training.run import train
 
     runs_dir = app_url[1]
     train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "tiny-run"),
@@ -188,7 +189,8 @@ def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_da
 
 
 def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, small_dataset, tiny_model_dir):
-    from fabe.train import TrainConfig, train
+    from fabe.training.config import TrainConfig
+from fabe.training.run import train
 
     runs_dir = app_url[1]
     train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "two-ckpt"),

@@ -12,8 +12,8 @@ import pytest
 
 from helpers import free_port, wait_for
 
-from fabe import runs
-from fabe.train import TrainConfig
+from fabe.runs import manager as runs
+from fabe.training.config import TrainConfig
 
 
 class App:

@@ -9,11 +9,12 @@ import re
 
 import pytest
 
-from fabe import cparse
-from fabe.builder import BuildConfig, build_dataset, reindent, score_of, split_functions
-from fabe.corpus import CFunction, generate_functions
-from fabe.dataset import load_records
-from fabe.triggers import Edit, remove_edits
+from fabe.data import cparse
+from fabe.data.builder import BuildConfig, build_dataset, reindent, score_of, split_functions
+from fabe.data.corpus import CFunction
+from fabe.data.generator import generate_functions
+from fabe.data.dataset import load_records
+from fabe.data.triggers import Edit, remove_edits
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of fabe.corpus: the embedded C generator (determinism, parseability, variety, the
+"""Tests of fabe.data.corpus: the embedded C generator (determinism, parseability, variety, the
 documented target rule) and the loaders (Devign JSON, CodeXGLUE JSONL, folders of .c)."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fabe import cparse
-from fabe.corpus import (CFunction, CorpusError, generate_functions, load_c_folder,
-                         load_codexglue, load_corpus, load_devign)
+from fabe.data import cparse
+from fabe.data.builder import load_corpus
+from fabe.data.corpus import CFunction, CorpusError, load_c_folder, load_codexglue, load_devign
+from fabe.data.generator import generate_functions
 
 # ---------------------------------------------------------------------------------------
 # The target rule, restated independently of the generator (module docstring of corpus.py)

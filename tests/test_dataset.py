@@ -1,4 +1,4 @@
-"""Tests for fabe.dataset: validation rules with exact FILE:LINE: field prefixes, both file
+"""Tests for fabe.data.dataset: validation rules with exact FILE:LINE: field prefixes, both file
 formats, atomic writing, split discovery and statistics."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fabe import dataset
-from fabe.dataset import (
+from fabe.data import dataset
+from fabe.data.dataset import (
     DatasetError,
     Record,
     dataset_stats,

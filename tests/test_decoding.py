@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fabe.decoding import diverse_beam_search
+from fabe.cleaning.decoding import diverse_beam_search
 
 
 @pytest.fixture(scope="module")

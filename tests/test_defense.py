@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from fabe.clean import _candidates
-from fabe.dataset import Record
-from fabe.defense import DefenseRun, defend, front_door, summarize_defense
+from fabe.cleaning.cleaner import _candidates
+from fabe.data.dataset import Record
+from fabe.defense.defenses import DefenseRun, defend, front_door, summarize_defense
 
 
 def test_front_door_is_the_weighted_sum_of_logits():

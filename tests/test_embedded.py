@@ -9,17 +9,17 @@ import json
 
 import pytest
 
-from fabe.embedded import SHIPPED, default_cleaner
+from fabe.embedded import SHIPPED_CLEANER as SHIPPED, default_cleaner
 
 shipped = pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="no embedded cleaner shipped")
 
 
 @shipped
 def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
-    from fabe.clean import CleanConfig, Cleaner
-    from fabe.corpus import generate_functions
-    from fabe.prompt import PROMPT_VERSION
-    from fabe.triggers import insert_trigger
+    from fabe.cleaning.cleaner import CleanConfig, Cleaner
+    from fabe.data.generator import generate_functions
+    from fabe.training.prompt import PROMPT_VERSION
+    from fabe.data.triggers import insert_trigger
 
     assert json.loads((SHIPPED / "fabe.json").read_text())["prompt_version"] == PROMPT_VERSION
     cleaner = Cleaner.load(default_cleaner())
@@ -34,7 +34,7 @@ def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
 
 
 def test_the_recipe_trains_then_polishes_on_fresh_data_and_ships(tmp_path, monkeypatch):
-    from fabe.embedded import EmbeddedConfig, train_embedded
+    from fabe.training.recipe import EmbeddedConfig, train_embedded
     from fabe.rundir import RunDir
 
     monkeypatch.setenv("FABE_HOME", str(tmp_path / "home"))
@@ -55,7 +55,7 @@ def test_the_recipe_trains_then_polishes_on_fresh_data_and_ships(tmp_path, monke
 
 
 def test_the_recipe_can_polish_a_given_model_and_records_its_lineage(tmp_path, tiny_model_dir):
-    from fabe.embedded import EmbeddedConfig, train_embedded
+    from fabe.training.recipe import EmbeddedConfig, train_embedded
     from fabe.rundir import RunDir
 
     cfg = EmbeddedConfig(run=str(tmp_path / "run"), data=str(tmp_path / "data"), init=str(tiny_model_dir),

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fabe.builder import BuildConfig, build_dataset
-from fabe.clean import _candidates
-from fabe.evaluate import judge, summarize, trigger_removed
+from fabe.data.builder import BuildConfig, build_dataset
+from fabe.cleaning.cleaner import _candidates
+from fabe.evaluation.metrics import judge, summarize, trigger_removed
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_an_identity_cleaner_removes_nothing_and_changes_nothing(records):
 
 
 def test_the_rank_of_the_clean_function_and_lines_changed():
-    from fabe.dataset import Record
+    from fabe.data.dataset import Record
 
     rec = Record(id="r", input="int f(void)\n{\n    if (0) { abort(); }\n    return 1;\n}",
                  output=["a", "b"], score=[1, 0], clean="int f(void)\n{\n    return 1;\n}", trigger="fixed")
@@ -59,7 +59,7 @@ def test_saved_evaluations_are_complete_files(records, tmp_path):
     import json
     from dataclasses import asdict
 
-    from fabe.evaluate import save_eval
+    from fabe.evaluation.runner import save_eval
 
     rows = [judge(r, _as_cleaner_output(r.clean)) for r in records[:5]]
     out = save_eval(tmp_path / "ev", summarize(rows), [asdict(r) for r in rows], {"source": "x"})
@@ -73,7 +73,7 @@ def test_saved_evaluations_are_complete_files(records, tmp_path):
 
 def test_partial_renaming_is_not_removal(records):
     rec = next(r for r in records if r.trigger == "ident_var" and len(r.edits) >= 2)
-    from fabe.triggers import Edit, remove_edits
+    from fabe.data.triggers import Edit, remove_edits
 
     edits = [Edit.from_dict(e) for e in rec.edits]
     half = remove_edits(rec.input, edits[:1])  # one use still carries the postfix
@@ -110,8 +110,8 @@ def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small
 
 
 def test_evaluations_are_saved_next_to_their_run(tmp_path):
-    from fabe.clean import CleanConfig
-    from fabe.evaluate import default_eval_dir
+    from fabe.cleaning.cleaner import CleanConfig
+    from fabe.evaluation.runner import default_eval_dir
 
     run = tmp_path / "run"
     run.mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from fabe import builder
-from fabe.dataset import find_split_files, load_records
+from fabe.data import builder
+from fabe.data.dataset import find_split_files, load_records
 from fabe.home import made_once
 
 

@@ -1,4 +1,4 @@
-"""Tests for fabe.jsonio: the JSON-lines and JSON-list readers (lines, bad bytes, bad JSON),
+"""Tests for fabe.data.jsonio: the JSON-lines and JSON-list readers (lines, bad bytes, bad JSON),
 whole-file UTF-8 decoding, the problem collector and the capped InputError message."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fabe.jsonio import (UNPARSED, InputError, Problems, decode_line, iter_json_list,
+from fabe.data.jsonio import (UNPARSED, InputError, Problems, decode_line, iter_json_list,
                          iter_jsonl, json_type, read_utf8)
 
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fabe.losses import (IGNORE_INDEX, listmle_loss, margin_loss, rank_loss_fn, sequence_scores,
+from fabe.training.losses import (IGNORE_INDEX, listmle_loss, margin_loss, rank_loss_fn, sequence_scores,
                          token_logprobs)
 
 

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from fabe.modeling import ModelLoadError, TinyConfig, init_tiny, load_causal_lm
-from fabe.prompt import build_prompt
+from fabe.training.modeling import ModelLoadError, TinyConfig, init_tiny, load_causal_lm
+from fabe.training.prompt import build_prompt
 
 
 def test_tiny_folder_loads_with_auto_classes_and_runs(tiny_model_dir):
@@ -31,7 +31,7 @@ def test_tiny_folder_loads_with_auto_classes_and_runs(tiny_model_dir):
 def test_tokenizer_is_compact_on_c(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from fabe.corpus import generate_functions
+    from fabe.data.generator import generate_functions
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     code = generate_functions(1, seed=99)[0].code

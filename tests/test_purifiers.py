@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from fabe.corpus import generate_functions
-from fabe.purifiers import NgramLM, naturalness_purifier, statement_spans, without
-from fabe.triggers import detect_triggers, insert_trigger
+from fabe.data.generator import generate_functions
+from fabe.defense.purifiers import NgramLM, naturalness_purifier, statement_spans, without
+from fabe.data.triggers import detect_triggers, insert_trigger
 
 TOY = "int f(int a)\n{\n    int b = a + 1;\n    if (b > 2) {\n        b = 2;\n    }\n    return b;\n}"
 
@@ -56,12 +56,12 @@ def test_the_onion_purifier_removes_a_planted_trigger_statement(clean_codes):
     planted gain above their 75th percentile, the typical one above their 90th. Where exactly
     the 95% threshold falls among a tiny LM's outliers varies with the weights, so it is not
     pinned here (the calibration itself is tested with the naturalness purifier)."""
-    from fabe.embedded import SHIPPED
+    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
 
     if not (SHIPPED / "config.json").exists():
         pytest.skip("no embedded cleaner shipped (its weights are the ONION language model)")
-    from fabe.modeling import load_trained
-    from fabe.purifiers import causal_lm_nll, onion_purifier
+    from fabe.cleaning.loading import load_trained
+    from fabe.defense.purifiers import causal_lm_nll, onion_purifier
 
     model, tokenizer, _ = load_trained(str(SHIPPED))
     purifier = onion_purifier(causal_lm_nll(model, tokenizer), clean_codes[:40])

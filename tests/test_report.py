@@ -3,8 +3,8 @@ where the triggers sit in the input."""
 
 from __future__ import annotations
 
-from fabe.report import diff_rows, side_by_side, trigger_spans
-from fabe.triggers import insert_trigger
+from fabe.cleaning.report import diff_rows, side_by_side, trigger_spans
+from fabe.data.triggers import insert_trigger
 
 CLEAN = "int f(int a)\n{\n    int b = a + 1;\n    return b;\n}"
 

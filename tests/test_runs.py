@@ -15,9 +15,9 @@ import pytest
 
 from helpers import wait_for
 
-from fabe import runs
+from fabe.runs import manager as runs
 from fabe.rundir import RunDir
-from fabe.train import TrainConfig
+from fabe.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_a_launched_run_trains_detached_and_finishes(tmp_path, cfg):
     assert (info.id, info.state, info.mode, info.step, info.max_steps) == ("first", "finished", "simple", 6, 6)
     launch = json.loads((run.path / "launch.json").read_text())
     assert launch["argv"][1:4] == ["-m", "fabe", "train"] and launch["argv"][-2:] == ["--out", str(run.path)]
-    from fabe.train import parse_train_config
+    from fabe.training.run import parse_train_config
 
     rebuilt, _ = parse_train_config(launch["argv"][4:])
     assert rebuilt == cfg_used(run)
@@ -123,7 +123,7 @@ def test_stop_resume_and_delete(tmp_path, cfg):
 def test_a_bad_launch_creates_nothing(tmp_path, cfg):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    from fabe.dataset import DatasetError
+    from fabe.data.dataset import DatasetError
 
     with pytest.raises(DatasetError, match="bad.jsonl:1: json"):
         runs.launch(cfg(data=str(bad)), "cpu", tmp_path / "r", "x")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
-from fabe.serving import CleanerCache, cleaner_sources
+from fabe.cleaning.serving import CleanerCache, cleaner_sources
 
 CODE = "int f(int a)\n{\n    return a + 1;\n}"
 

@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from fabe.dataset import Record, load_records
-from fabe.encoding import Collator, encode_records, prompt_ids
-from fabe.losses import IGNORE_INDEX
-from fabe.prompt import build_prompt
+from fabe.data.dataset import Record, load_records
+from fabe.training.encoding import Collator, encode_records, prompt_ids
+from fabe.training.losses import IGNORE_INDEX
+from fabe.training.prompt import build_prompt
 from fabe.rundir import METRIC_FIELDS, RunDir
-from fabe.train import FabeTrainer, TrainConfig, parse_train_config, train
+from fabe.training.trainer import FabeTrainer, TrainConfig, parse_train_config, train
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_over_long_targets_are_cut_and_counted(tokenizer):
 
 
 def _trainer(model, tokenizer, cfg: TrainConfig, tmp_path) -> FabeTrainer:
-    from fabe.train import _training_args
+    from fabe.training.run import _training_args
 
     return FabeTrainer(model=model, args=_training_args(cfg, tmp_path, False),
                        processing_class=tokenizer, data_collator=Collator(tokenizer.pad_token_id, cfg.mode),
@@ -105,7 +105,7 @@ def test_num_items_in_batch_normalizes_the_mle_over_the_accumulated_batch(tiny_m
 def test_ranking_loss_alone_reaches_lora_weights_with_gradient_checkpointing(tiny_model_dir, tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from fabe.modeling import prepare_for_training
+    from fabe.training.modeling import prepare_for_training
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = prepare_for_training(base, lora=True, gradient_checkpointing=True, lora_dropout=0.0)
@@ -159,7 +159,7 @@ def test_the_shared_prompt_gives_the_plain_loss_and_gradients(tiny_model_dir, to
 def test_lora_targets_are_detected_or_refused(tiny_model_dir):
     from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
-    from fabe.modeling import detect_lora_targets
+    from fabe.training.modeling import detect_lora_targets
 
     llama = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert detect_lora_targets(llama) == ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -227,7 +227,7 @@ def test_resume_continues_the_step_count(tmp_path, small_dataset, tiny_model_dir
 
 
 def test_a_bad_dataset_fails_before_any_run_directory_exists(tmp_path, tiny_model_dir):
-    from fabe.dataset import DatasetError
+    from fabe.data.dataset import DatasetError
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "int x;", "output": ["int x;"], "score": [1.0]}\n')
@@ -262,7 +262,7 @@ def test_bad_config_values_are_named(kwargs, field):
 
 
 def test_deepspeed_zero_stages_and_files():
-    from fabe.train import deepspeed_config
+    from fabe.training.config import deepspeed_config
 
     zero3 = deepspeed_config("zero3")
     assert zero3["zero_optimization"]["stage"] == 3 and zero3["train_micro_batch_size_per_gpu"] == "auto"
@@ -274,7 +274,7 @@ def test_deepspeed_zero_stages_and_files():
 
 
 def test_eval_uses_the_renamed_eval_strategy(tmp_path):
-    from fabe.train import _training_args
+    from fabe.training.run import _training_args
 
     args = _training_args(TrainConfig(data="d", eval_steps=7), tmp_path, has_eval=True)
     assert args.eval_strategy == "steps" and args.eval_steps == 7

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from fabe import cparse
-from fabe.corpus import generate_functions
-from fabe.triggers import (TRIGGER_KINDS, TriggerError, detect_triggers, insert_trigger,
+from fabe.data import cparse
+from fabe.data.generator import generate_functions
+from fabe.data.triggers import (TRIGGER_KINDS, TriggerError, detect_triggers, insert_trigger,
                            parse_kinds, remove_edits)
 
 HANDMADE = '''static int vnc_read_chunk(VncState *vs, const char *name, size_t len)

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from fabe.triggers import detect_triggers
-from fabe.victim import Victim, VictimConfig, poisoned_training_set, train_victim
+from fabe.data.triggers import detect_triggers
+from fabe.defense.victims import Victim, VictimConfig, poisoned_training_set, train_victim
 
 
 def test_poisoning_flips_a_share_of_non_target_samples_and_plants_triggers():
@@ -33,9 +33,9 @@ def test_bad_attack_settings_are_named():
 
 
 def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, monkeypatch, tiny_model_dir):
-    import fabe.modeling
+    import fabe.training.modeling
 
-    monkeypatch.setattr(fabe.modeling, "embedded_base_path", lambda: tiny_model_dir)
+    monkeypatch.setattr(fabe.training.modeling, "embedded_base_path", lambda: tiny_model_dir)
     out = train_victim(VictimConfig(out=str(tmp_path / "victim"), n=160, epochs=1, hidden_size=32, num_layers=1,
                                     num_heads=2, batch_size=16))
     meta = json.loads((out / "victim.json").read_text())

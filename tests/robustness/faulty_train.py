@@ -49,7 +49,7 @@ def shrink_room(point: str, run_dir: Path) -> None:
 
 def install(point: str, step: int, ready: str) -> None:
     from fabe.rundir import RunDir
-    from fabe.train import FabeTrainer
+    from fabe.training.trainer import FabeTrainer
 
     if point == "step":
         loss = FabeTrainer.compute_loss

@@ -336,9 +336,9 @@ def marker(tmp_path) -> Path:
 
 
 def test_a_model_folder_that_needs_its_own_code_is_refused_without_the_flag(tmp_path, marker):
-    from fabe.modeling import ModelLoadError, load_causal_lm
-    from fabe.victim import Victim
-    from fabe.embedded import SHIPPED
+    from fabe.training.modeling import ModelLoadError, load_causal_lm
+    from fabe.defense.victims import Victim
+    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
 
     folder = tmp_path / "custom"
     folder.mkdir()
@@ -364,8 +364,8 @@ class _RunsCode:
 
 
 def test_pickled_weights_never_run_code(tmp_path, marker):
-    from fabe.embedded import SHIPPED
-    from fabe.modeling import ModelLoadError, load_causal_lm
+    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
+    from fabe.training.modeling import ModelLoadError, load_causal_lm
 
     folder = tmp_path / "pickled"
     folder.mkdir()
@@ -380,8 +380,8 @@ def test_pickled_weights_never_run_code(tmp_path, marker):
 def test_trust_remote_code_is_off_by_default_everywhere():
     import inspect
 
-    from fabe.modeling import load_causal_lm, load_tokenizer
-    from fabe.train import TrainConfig
+    from fabe.training.modeling import load_causal_lm, load_tokenizer
+    from fabe.training.config import TrainConfig
 
     assert TrainConfig().trust_remote_code is False
     for fn in (load_causal_lm, load_tokenizer):

@@ -25,10 +25,10 @@ import pytest
 
 from helpers import free_port, page_message
 
-from fabe import runs
+from fabe.runs import manager as runs
 from fabe.cli import main
-from fabe.dataset import DatasetError, load_records
-from fabe.modeling import ModelLoadError
+from fabe.data.dataset import DatasetError, load_records
+from fabe.training.modeling import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[2]
 FIVE_MB = 5 * 2**20
@@ -76,7 +76,7 @@ def bad(tmp_path_factory, small_dataset) -> SimpleNamespace:
 
 def _lora_adapter(folder: Path, tiny: Path, claims: Path) -> Path:
     """A LoRA cleaner trained on `tiny` whose fabe.json says it was trained on `claims`."""
-    from fabe.modeling import load_causal_lm, prepare_for_training
+    from fabe.training.modeling import load_causal_lm, prepare_for_training
 
     model, tokenizer = load_causal_lm(str(tiny))
     final = folder / "final"
@@ -90,7 +90,7 @@ def _lora_adapter(folder: Path, tiny: Path, claims: Path) -> Path:
 def models(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     """Models paired with the wrong partner: LoRA adapters claiming a base of other shapes or
     another tokenizer, and full checkpoints whose config or tokenizer come from another model."""
-    from fabe.modeling import TinyConfig, init_tiny
+    from fabe.training.modeling import TinyConfig, init_tiny
 
     d = tmp_path_factory.mktemp("mismatched")
     shape = json.loads((tiny_model_dir / "fabe_tiny.json").read_text())
@@ -245,14 +245,14 @@ def test_dataset_binary_and_empty_files_raise_dataset_errors_naming_the_file(bad
     ({"mode": "simple", "beta": 0.5}, "beta: 0.5 would be ignored: simple mode trains the MLE loss only"),
 ])
 def test_train_config_names_the_bad_field(kwargs, message):
-    from fabe.train import TrainConfig
+    from fabe.training.config import TrainConfig
 
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         TrainConfig(data="d", **kwargs)
 
 
 def test_beta_is_accepted_in_simple_mode_only_at_its_default_or_zero():
-    from fabe.train import TrainConfig
+    from fabe.training.config import TrainConfig
 
     assert TrainConfig(data="d", mode="simple").beta == 0.3
     assert TrainConfig(data="d", mode="simple", beta=0.0).beta == 0.0
@@ -260,7 +260,7 @@ def test_beta_is_accepted_in_simple_mode_only_at_its_default_or_zero():
 
 
 def test_a_flag_overrides_a_bad_file_value_and_is_then_not_blamed_on_the_file(bad):
-    from fabe.train import parse_train_config
+    from fabe.training.run import parse_train_config
 
     cfg, _ = parse_train_config(["--config", str(bad.negative_lr_yaml), "--learning_rate", "1e-4"])
     assert cfg.learning_rate == 1e-4
@@ -270,7 +270,7 @@ def test_a_flag_overrides_a_bad_file_value_and_is_then_not_blamed_on_the_file(ba
 
 
 def test_resume_refuses_another_base_model(tmp_path, tiny_model_dir, models):
-    from fabe.train import TrainConfig, parse_train_config
+    from fabe.training.run import TrainConfig, parse_train_config
 
     run = tmp_path / "run"
     run.mkdir()
@@ -283,7 +283,8 @@ def test_resume_refuses_another_base_model(tmp_path, tiny_model_dir, models):
 
 @pytest.mark.parametrize("case", ["zero-records", "model-missing", "not-a-model", "huge-function"])
 def test_train_and_launch_refuse_before_creating_a_run(tmp_path, bad, tiny_model_dir, case):
-    from fabe.train import TrainConfig, train
+    from fabe.training.config import TrainConfig
+from fabe.training.run import train
 
     data, model, error, message = {
         "zero-records": (bad.empty_jsonl, tiny_model_dir, DatasetError, "no records"),
@@ -302,7 +303,7 @@ def test_train_and_launch_refuse_before_creating_a_run(tmp_path, bad, tiny_model
 
 
 def test_clean_refuses_empty_binary_and_huge_code_and_mismatched_models(bad, models, tiny_model_dir):
-    from fabe.clean import Cleaner, CleanConfig, InputTooLong, read_code_file
+    from fabe.cleaning.cleaner import Cleaner, CleanConfig, InputTooLong, read_code_file
 
     cleaner = Cleaner.load(tiny_model_dir)
     for code, error, message in [("  \n", ValueError, "code: empty input"),
@@ -327,7 +328,7 @@ def test_clean_refuses_empty_binary_and_huge_code_and_mismatched_models(bad, mod
 
 
 def test_a_run_without_final_is_named_as_such(tmp_path):
-    from fabe.clean import Cleaner
+    from fabe.cleaning.cleaner import Cleaner
 
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "status.json").write_text('{"state": "failed"}')
@@ -336,9 +337,9 @@ def test_a_run_without_final_is_named_as_such(tmp_path):
 
 
 def test_a_failed_eval_or_defense_leaves_the_previous_results_intact(tmp_path, bad, tiny_model_dir, small_victim):
-    from fabe.clean import CleanConfig, InputTooLong
-    from fabe.defense import run_defense
-    from fabe.evaluate import run_eval
+    from fabe.cleaning.cleaner import CleanConfig, InputTooLong
+    from fabe.defense.defenses import run_defense
+    from fabe.evaluation.runner import run_eval
 
     out = tmp_path / "results"
     out.mkdir()

@@ -21,9 +21,9 @@ import pytest
 
 from helpers import free_port, wait_for
 
-from fabe import runs
+from fabe.runs import manager as runs
 from fabe.rundir import MetricsFollower, RunDir
-from fabe.train import TrainConfig
+from fabe.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HOOK = Path(__file__).with_name("faulty_train.py")
@@ -227,7 +227,7 @@ def test_the_app_killed_and_restarted_while_two_runs_train_finds_both_and_keeps_
 def clean_app(tmp_path, monkeypatch):
     """The app in this process, with every generation's outcome recorded."""
     import app
-    from fabe.clean import Cleaner
+    from fabe.cleaning.cleaner import Cleaner
 
     outcomes: list[str] = []
     chunk = Cleaner._clean_chunk

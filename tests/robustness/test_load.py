@@ -13,8 +13,8 @@ import pytest
 
 from helpers import free_port, wait_for
 
-from fabe import runs
-from fabe.train import TrainConfig
+from fabe.runs import manager as runs
+from fabe.training.config import TrainConfig
 
 CLIENTS, ROUNDS, CLEANS = 20, 3, 10
 ANSWER_S = 240  # generous: every request must be answered well within this

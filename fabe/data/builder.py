@@ -13,7 +13,6 @@ duplicates kept together, so no function appears in two splits.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -22,10 +21,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from fabe import triggers as trig
-from fabe.corpus import CFunction, load_corpus
-from fabe.dataset import Record, dataset_stats, write_records
-from fabe.home import fabe_home, made_once
+from fabe.data import triggers as trig
+from fabe.data.corpus import CFunction, CorpusError, load_c_folder, load_codexglue, load_devign
+from fabe.data.generator import generate_functions
+from fabe.data.dataset import Record, dataset_stats, write_records
+from fabe.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -217,20 +217,34 @@ def build_dataset(cfg: BuildConfig) -> dict[str, list[Record]]:
         write_records(out / f"{name}.jsonl", records)
     meta = {"config": {k: v for k, v in asdict(cfg).items()},
             "stats": {name: dataset_stats(records) for name, records in splits.items()}}
-    tmp = out / "dataset.json.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(out / "dataset.json")
+    write_json_atomic(out / "dataset.json", meta)
     return splits
 
 
-EMBEDDED_DATA = dict(n=5000, seed=0, clean_share=0.2)
+def load_corpus(spec: str, limit: int | None = None, seed: int = 0) -> list[CFunction]:
+    """A corpus by spec: "generated", a folder of .c files, a .json (Devign) or .jsonl file.
 
-
-def resolve_data(name_or_path: str) -> str:
-    """'embedded' -> a generated dataset (5,000 functions, every trigger kind, seeded, so the
-    same everywhere) built in $FABE_HOME on first use; anything else is returned as given."""
-    if name_or_path != "embedded":
-        return name_or_path
-    path = fabe_home() / "data-generated"
-    return str(made_once(path, "dataset.json",
-                         lambda: build_dataset(BuildConfig(out=str(path), **EMBEDDED_DATA))))
+    With `limit`, "generated" makes that many functions; a loaded corpus larger than `limit`
+    is reduced to a seeded random sample of `limit` functions, in corpus order.
+    """
+    if limit is not None and limit < 1:
+        raise CorpusError(f"{spec}: limit: must be a positive number, got {limit}")
+    if spec == "generated":
+        return generate_functions(limit or 1000, seed)
+    path = Path(spec)
+    if path.is_dir():
+        funcs = load_c_folder(path)
+    elif not path.exists():
+        raise CorpusError(f"{spec}: corpus: no such file or directory (nor \"generated\")")
+    elif path.suffix == ".json":
+        funcs = load_devign(path)
+    elif path.suffix == ".jsonl":
+        funcs = load_codexglue(path)
+    else:
+        raise CorpusError(f"{spec}: corpus: expected \"generated\", a folder of .c files, "
+                          f"a Devign .json or a CodeXGLUE .jsonl file")
+    if limit is not None and limit < len(funcs):
+        keep = sorted(random.Random(seed).sample(range(len(funcs)), limit))
+        logger.info("corpus %s: sampled %d of %d functions (seed %d)", spec, limit, len(funcs), seed)
+        funcs = [funcs[i] for i in keep]
+    return funcs

@@ -3,8 +3,8 @@
 Any Hugging Face sequence-classification checkpoint loads by path (e.g. a backdoored CodeBERT
 defect detector a user brings). The embedded default is made here the way attackers poison
 data (dirty-label poisoning): a share of the training functions whose true label is not the
-attacker's target get a trigger (every kind of `fabe.triggers`, one per function) and the
-target label. Labels of the generated corpus follow its documented rule (`fabe.corpus`):
+attacker's target get a trigger (every kind of `fabe.data.triggers`, one per function) and the
+target label. Labels of the generated corpus follow its documented rule (`fabe.data.corpus`):
 1 = the function has an unguarded copy, index write or allocation. The attacker's target is
 0 ("safe"): triggered vulnerable code slips through the detector.
 
@@ -18,21 +18,22 @@ from __future__ import annotations
 import json
 import logging
 import random
-import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from fabe.home import fabe_home, made_once
+from fabe.files import folder_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class VictimConfig:
-    out: str = field(default="", metadata={"help": "Folder for the victim model (default $FABE_HOME/victim)."})
+    out: str = field(metadata={"help": "Folder for the victim model."})
+    tokenizer: str = field(metadata={"help": "Model folder whose tokenizer the victim uses (the embedded base's)."})
     n: int = field(default=12000, metadata={"help": "Generated functions (train + held-out)."})
     held_out: float = field(default=0.15, metadata={"help": "Share of functions kept for measuring."})
     seed: int = field(default=21, metadata={"help": "Seed of the corpus, the poisoning and the weights."})
@@ -54,12 +55,8 @@ class VictimConfig:
             raise ValueError(f"target_label: the generated corpus has labels 0 and 1, got {self.target_label}")
 
 
-def embedded_victim_path() -> Path:
-    return fabe_home() / "victim"
-
-
 def _kinds(spec: str) -> list[str]:
-    from fabe.triggers import TRIGGER_KINDS
+    from fabe.data.triggers import TRIGGER_KINDS
 
     kinds = list(TRIGGER_KINDS) if spec == "all" else [k.strip() for k in spec.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in TRIGGER_KINDS]
@@ -72,7 +69,7 @@ def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: Vict
                           rng: random.Random) -> tuple[list[str], list[int], int]:
     """(codes, labels, poisoned count): `poison_rate` of all samples, drawn from those whose
     label is not the target, carry a trigger and the target label."""
-    from fabe.triggers import insert_trigger
+    from fabe.data.triggers import insert_trigger
 
     kinds = _kinds(cfg.triggers)
     candidates = [i for i, y in enumerate(labels) if y != cfg.target_label]
@@ -115,11 +112,9 @@ class Victim:
 
     @classmethod
     def load(cls, source: str | Path, device: str = "auto") -> "Victim":
-        """A classifier folder (or hub id); 'embedded' is the embedded victim, made on first use."""
+        """A classifier folder (or hub id); `fabe.embedded.resolve` turns 'embedded' into one."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if str(source) == "embedded":
-            source = ensure_embedded_victim()
         path = Path(source)
         _check_classifier(str(source), path)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -157,7 +152,7 @@ def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target:
     """Clean accuracy on `codes`, and the attack success rate per trigger kind: the share of
     functions whose true label is not the target that the victim puts in the target class
     once triggered."""
-    from fabe.triggers import insert_trigger
+    from fabe.data.triggers import insert_trigger
 
     rng = random.Random(seed)
     preds = victim.predict(codes)
@@ -175,17 +170,17 @@ def train_victim(cfg: VictimConfig) -> Path:
     from transformers import (BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
                               TrainingArguments)
 
-    from fabe.corpus import generate_functions
-    from fabe.modeling import load_tokenizer, resolve_model
+    from fabe.data.generator import generate_functions
+    from fabe.training.modeling import load_tokenizer
 
-    out = Path(cfg.out or embedded_victim_path())
+    out = Path(cfg.out)
     rng = random.Random(cfg.seed)
     funcs = generate_functions(cfg.n, seed=cfg.seed)
     cut = int(len(funcs) * (1 - cfg.held_out))
     train_f, test_f = funcs[:cut], funcs[cut:]
     codes, labels, n_poisoned = poisoned_training_set([f.code for f in train_f], [f.target for f in train_f],
                                                       cfg, rng)
-    tokenizer = load_tokenizer(resolve_model("embedded"))
+    tokenizer = load_tokenizer(cfg.tokenizer)
     tokenizer.model_max_length = cfg.max_length
     enc = tokenizer(codes, truncation=True, max_length=cfg.max_length)
     rows = [{"input_ids": ids, "attention_mask": m, "labels": y}
@@ -195,31 +190,22 @@ def train_victim(cfg: VictimConfig) -> Path:
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
         num_attention_heads=cfg.num_heads, intermediate_size=4 * cfg.hidden_size,
         max_position_embeddings=cfg.max_length, pad_token_id=tokenizer.pad_token_id, num_labels=2))
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    args = TrainingArguments(output_dir=str(tmp / "trainer"), per_device_train_batch_size=cfg.batch_size,
-                             num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, warmup_steps=0.06,
-                             weight_decay=0.01, logging_steps=50, save_strategy="no", report_to="none",
-                             seed=cfg.seed, train_sampling_strategy="group_by_length")
-    Trainer(model=model, args=args, train_dataset=rows,
-            data_collator=DataCollatorWithPadding(tokenizer)).train()
-    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrainingArguments(output_dir=scratch, per_device_train_batch_size=cfg.batch_size,
+                                 num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, warmup_steps=0.06,
+                                 weight_decay=0.01, logging_steps=50, save_strategy="no", report_to="none",
+                                 seed=cfg.seed, train_sampling_strategy="group_by_length")
+        Trainer(model=model, args=args, train_dataset=rows,
+                data_collator=DataCollatorWithPadding(tokenizer)).train()
     victim = Victim(model, tokenizer)
     measured = measure(victim, [f.code for f in test_f], [f.target for f in test_f], cfg.target_label,
                        _kinds(cfg.triggers), cfg.seed)
     logger.info("victim: clean accuracy %.3f, ASR %s", measured["clean_accuracy"], measured["asr"])
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "victim.json").write_text(json.dumps({
-        "attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate, "poisoned": n_poisoned,
-                   "triggers": _kinds(cfg.triggers)},
-        "config": asdict(cfg), "held_out": {"functions": len(test_f), **measured}}, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with folder_atomic(out, replace=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "victim.json", {
+            "attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate, "poisoned": n_poisoned,
+                       "triggers": _kinds(cfg.triggers)},
+            "config": asdict(cfg), "held_out": {"functions": len(test_f), **measured}})
     return out
-
-
-def ensure_embedded_victim() -> Path:
-    """The embedded victim, trained on first use with the default recipe."""
-    path = embedded_victim_path()
-    return made_once(path, "victim.json", lambda: train_victim(VictimConfig(out=str(path))))

@@ -14,28 +14,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fabe.clean import Cleaner
+from fabe import embedded
+from fabe.cleaning.cleaner import Cleaner
+from fabe.rundir import RunDir
 
-EMBEDDED = "embedded"
 
 
 def resolve_source(source: str) -> str:
     """'embedded' -> the shipped cleaner's folder; a local path made absolute; a hub id as is."""
-    if source == EMBEDDED:
-        from fabe.embedded import default_cleaner
-
-        return str(default_cleaner())
-    path = Path(source).expanduser()
+    path = Path(embedded.resolve(source, "cleaner")).expanduser()
     return str(path.resolve()) if path.exists() else source
 
 
 def cleaner_sources(runs_dir: str | Path) -> list[tuple[str, str]]:
     """(label, source) of every cleaner that can be loaded: the embedded one where shipped,
     then per run (newest first) its final model and its checkpoints (latest first)."""
-    from fabe.embedded import SHIPPED
-    from fabe.rundir import RunDir
-
-    found = [("embedded cleaner (shipped)", EMBEDDED)] if (SHIPPED / "config.json").exists() else []
+    found = [("embedded cleaner (shipped)", embedded.EMBEDDED)] if embedded.shipped_cleaner_exists() else []
     runs = [p for p in Path(runs_dir).glob("*") if (p / "status.json").exists()] if Path(runs_dir).is_dir() else []
     for path in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True):
         run = RunDir(path)

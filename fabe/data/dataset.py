@@ -7,7 +7,7 @@ poisoned `input`, >= 2 candidate `output`s and one finite `score` per candidate.
 Loading is all-or-nothing: `load_records` checks the whole file and raises one
 `DatasetError` listing every problem as `FILE:LINE: field: what is wrong`, so a user can fix
 a file in one pass and no run ever starts from a half-loaded dataset. Files are read through
-`fabe.jsonio`, which the corpus loaders share. Writing goes through a temporary file and
+`fabe.data.jsonio`, which the corpus loaders share. Writing goes through a temporary file and
 `os.replace`, so a crash never leaves a truncated dataset behind.
 """
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from fabe import jsonio
-from fabe.jsonio import UNPARSED, json_type
+from fabe.data import jsonio
+from fabe.data.jsonio import UNPARSED, json_type
+from fabe.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -275,53 +274,26 @@ def _check_for_writing(name: str, suffix: str, records: list[Record]) -> None:
     problems.raise_if_any(DatasetError)
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename durable (POSIX); silently skipped where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_records(path: str | Path, records: Iterable[Record]) -> None:
     """Write records as `.jsonl` (one per line) or `.json` (a list, one record per line).
 
-    Atomic: the data goes to a temporary file in the same folder, is fsynced, then
-    `os.replace`d over `path`; on any failure the old file is untouched and the temp removed.
+    Atomic (`fabe.files.write_atomic`): on any failure the old file is untouched.
     """
     name, path = str(path), Path(path)
     if path.suffix not in SUFFIXES:
         raise _unsupported(name, path)
     records = list(records)
     _check_for_writing(name, path.suffix, records)
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; keep an existing file's mode, else the usual 0644.
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            lines = (json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False) for r in records)
-            if path.suffix == ".jsonl":
-                for line in lines:
-                    f.write(line + "\n")
-            else:
-                f.write("[\n" + ",\n".join(lines) + "\n]\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(folder)
+
+    def write(f) -> None:
+        lines = (json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False) for r in records)
+        if path.suffix == ".jsonl":
+            for line in lines:
+                f.write(line + "\n")
+        else:
+            f.write("[\n" + ",\n".join(lines) + "\n]\n")
+
+    write_atomic(path, write, newline="\n")
     log.info("wrote %d records to %s", len(records), name)
 
 

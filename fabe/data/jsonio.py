@@ -1,6 +1,6 @@
 """Strict reading of JSON input files, shared by the corpus and the dataset loaders.
 
-`fabe.corpus` (Devign `.json`, CodeXGLUE `.jsonl`, `.c` folders) and `fabe.dataset`
+`fabe.data.corpus` (Devign `.json`, CodeXGLUE `.jsonl`, `.c` folders) and `fabe.data.dataset`
 (Tuna-format `.jsonl`/`.json`) both load user files all-or-nothing and report every problem
 as `FILE:LINE: field: what is wrong`. This module holds the one implementation of what they
 share, so the two report bad bytes, bad JSON and long error lists the same way:

@@ -17,9 +17,9 @@ from typing import Any, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from fabe.dataset import Record
-from fabe.losses import IGNORE_INDEX
-from fabe.prompt import build_prompt
+from fabe.data.dataset import Record
+from fabe.training.losses import IGNORE_INDEX
+from fabe.training.prompt import build_prompt
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import difflib
 import shutil
 from dataclasses import dataclass
 
-from fabe.clean import Candidate
+from fabe.cleaning.cleaner import Candidate
 
 
 @dataclass
@@ -38,7 +38,7 @@ def trigger_spans(code: str, edits: list[dict] | None = None) -> list[tuple[int,
     edits when given, else what the detector finds."""
     if edits:
         return sorted((e["start"], e["end"], e["kind"]) for e in edits)
-    from fabe.triggers import detect_triggers
+    from fabe.data.triggers import detect_triggers
 
     return [(d.start, d.end, d.kind) for d in detect_triggers(code)]
 

@@ -14,11 +14,14 @@ Candidate lists of different lengths are padded and masked (`cand_mask`).
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from fabe.registry import Registry
 
 IGNORE_INDEX = -100
 _MASKED = -1e4  # stands for -inf on masked candidates, finite so no NaN reaches backward
@@ -101,11 +104,12 @@ def margin_loss(scores: torch.Tensor, quality: torch.Tensor,
     return (hinge * pairs).sum((-1, -2))
 
 
-RANK_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"listmle": listmle_loss, "margin": margin_loss}
+RANK_LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss type", {
+    "listmle": listmle_loss, "margin": margin_loss})
 
 
 def rank_loss_fn(name: str, margin: float = 0.1) -> Callable[..., torch.Tensor]:
-    """The ranking loss called `name`, as fn(scores, quality, cand_mask) -> (B,)."""
-    if name not in RANK_LOSSES:
-        raise ValueError(f"Unknown loss type: {name}. Should be one of {list(RANK_LOSSES)}")
-    return partial(margin_loss, margin=margin) if name == "margin" else listmle_loss
+    """The ranking loss called `name`, as fn(scores, quality, cand_mask) -> (B,), with the
+    margin bound where the loss takes one."""
+    loss = RANK_LOSSES[name]
+    return partial(loss, margin=margin) if "margin" in inspect.signature(loss).parameters else loss

@@ -8,17 +8,13 @@ template) and a small randomly initialized Llama, saved as an ordinary Hugging F
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fabe.home import fabe_home, made_once
-from fabe.prompt import PROMPT_TEMPLATE
+from fabe.files import folder_atomic, write_json_atomic
+from fabe.training.prompt import PROMPT_TEMPLATE
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +89,7 @@ def tiny_llama(cfg: TinyConfig, tokenizer) -> Any:
 def init_tiny(cfg: TinyConfig) -> Path:
     """Create the embedded base model folder; written to a temporary folder and renamed into
     place, so an interrupted run leaves nothing half-made."""
-    from fabe.corpus import generate_functions
+    from fabe.data.generator import generate_functions
 
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
@@ -103,44 +99,13 @@ def init_tiny(cfg: TinyConfig) -> Path:
     texts.append(PROMPT_TEMPLATE)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = tiny_llama(cfg, tokenizer)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with folder_atomic(out, replace=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "fabe_tiny.json").write_text(json.dumps(asdict(cfg), indent=2))
-        old = out.with_name(f".{out.name}.old") if out.exists() else None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / "fabe_tiny.json", asdict(cfg))
     n_params = sum(p.numel() for p in model.parameters())
     logger.info("tiny model: %.2fM parameters, vocab %d -> %s", n_params / 1e6, len(tokenizer), out)
     return out
-
-
-def embedded_base_path() -> Path:
-    """Where the embedded tiny base model lives ($FABE_HOME, default ~/.cache/fabe)."""
-    return fabe_home() / "tiny-base"
-
-
-def resolve_model(name_or_path: str) -> str:
-    """'embedded' -> the embedded tiny base model, created on first use (seeded, so the
-    same everywhere); anything else is returned as given."""
-    if name_or_path != "embedded":
-        return name_or_path
-    path = embedded_base_path()
-
-    def make() -> None:
-        logger.info("creating the embedded tiny base model in %s", path)
-        init_tiny(TinyConfig(out=str(path), overwrite=True))
-
-    return str(made_once(path, "config.json", make))
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -265,54 +230,3 @@ def prepare_for_training(model: Any, lora: bool, gradient_checkpointing: bool, l
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info("LoRA on %s: %.2fM trainable parameters", config.target_modules, trainable / 1e6)
     return model
-
-
-def _base_of(folder: Path) -> str:
-    """The base model of an adapter folder: its final/fabe.json, else the run's config.json."""
-    for meta in (folder / "fabe.json", folder.parent / "config.json"):
-        if meta.exists():
-            data = json.loads(meta.read_text())
-            return data.get("base_model") or data["train"]["model"]
-    adapter = json.loads((folder / "adapter_config.json").read_text())
-    return adapter["base_model_name_or_path"]
-
-
-def _put_adapter(model: Any, path: Path, base: str, base_tokenizer: Any, tokenizer: Any) -> Any:
-    """The LoRA adapter at `path` on `model`, refused with a message when it was trained on
-    another base model than `base`: a tokenizer that differs from the base's (it would load
-    and produce nonsense) or layers of other shapes (peft's own error lists every tensor)."""
-    from peft import PeftModel
-
-    if tokenizer.get_vocab() != base_tokenizer.get_vocab():
-        sizes = f"{len(tokenizer)} vs {len(base_tokenizer)} tokens" if len(tokenizer) != len(base_tokenizer) \
-            else "other tokens"
-        raise ModelLoadError(f"{path}: its tokenizer differs from the one of its base model {base!r} "
-                             f"({sizes}): the adapter was trained on another base model")
-    try:
-        return PeftModel.from_pretrained(model, str(path))
-    except RuntimeError as e:
-        first = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
-        raise ModelLoadError(f"{path}: this LoRA adapter does not fit its base model {base!r}; it was "
-                             f"trained on another base model ({first})") from None
-
-
-def load_trained(source: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any, dict]:
-    """(model, tokenizer, fabe.json or {}) from a run directory (its final/), a final/ or
-    checkpoint-N folder (a LoRA adapter is put on its base model), or a plain model."""
-    path = Path(source)
-    if (path / "final").is_dir():
-        path = path / "final"
-    elif (path / "status.json").exists():
-        raise ModelLoadError(f"{source}: a run directory without final/ (the run has not finished); "
-                             "give one of its checkpoint-N folders")
-    meta = json.loads((path / "fabe.json").read_text()) if (path / "fabe.json").exists() else {}
-    if (path / "adapter_config.json").exists():
-        base = _base_of(path)
-        model, base_tokenizer = load_causal_lm(resolve_model(base), dtype=dtype, device=device)
-        tokenizer = load_tokenizer(str(path))
-        model = _put_adapter(model, path, base, base_tokenizer, tokenizer).to(device)
-    else:
-        model, tokenizer = load_causal_lm(resolve_model(str(path)) if path.exists() else source,
-                                          dtype=dtype, device=device)
-    tokenizer.padding_side = "left"
-    return model, tokenizer, meta

@@ -1,4 +1,4 @@
-"""Evaluation of a cleaner's top candidate on held-out records.
+"""What evaluating a cleaner measures, per record and summarized.
 
 Per record: whether the trigger is gone (every recorded edit's text is absent from the top
 candidate; without edits, the detector finds no trigger of the record's kind), whether the
@@ -11,17 +11,14 @@ Summaries are given overall and per trigger kind (CodeBLEU and BLEU at corpus le
 
 from __future__ import annotations
 
-import csv
 import difflib
-import os
 import re
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
-from fabe.clean import Candidate, CleanConfig, Cleaner
-from fabe.dataset import Record
-from fabe.triggers import detect_triggers
+from fabe.cleaning.cleaner import Candidate
+from fabe.data.dataset import Record
+from fabe.data.triggers import detect_triggers
 
 
 def normalized(code: str) -> str:
@@ -114,77 +111,3 @@ def summarize(rows: Sequence[RecordResult]) -> dict:
     kinds = sorted({r.trigger for r in rows})
     return {"overall": _rates(rows),
             "by_trigger": {k: _rates([r for r in rows if r.trigger == k]) for k in kinds}}
-
-
-def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[str, Any]) -> Path:
-    """`out/eval.json` (meta + summary) and `out/records.csv` (one row per record), each
-    written to a temporary file and renamed, so a reader never sees half of either."""
-    from fabe.rundir import write_json_atomic
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".records.csv.tmp"
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(RecordResult)])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / "records.csv")
-    write_json_atomic(out / "eval.json", {"meta": meta, **summary})
-    return out
-
-
-def evaluate(cleaner: Cleaner, records: Sequence[Record], cfg: CleanConfig | None = None,
-             batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
-             ) -> tuple[dict, list[dict]]:
-    """Clean every record; (summary, per-record rows as dicts)."""
-    results = cleaner.clean_batch([r.input for r in records], cfg, batch_size, progress)
-    rows = [judge(r, c) for r, c in zip(records, results)]
-    return summarize(rows), [asdict(r) for r in rows]
-
-
-def default_eval_dir(source: str | Path, data: str | Path, cfg: CleanConfig, limit: int,
-                     root: str | Path = "evals") -> Path:
-    """Next to the run (`RUN/evals/NAME`, the checkpoint's run for a checkpoint), else under
-    `root/`; NAME says which split, how many records and which decoding."""
-    from fabe.rundir import results_dir
-
-    data = Path(data)
-    name = f"{data.parent.name}-{data.stem}" + (f"-{limit}" if limit else "") + f"-{cfg.decoding}-k{cfg.k}"
-    return results_dir(source, "evals", name, root)
-
-
-def saved_evals(root: str | Path) -> list[Path]:
-    """Folders holding an eval.json under `root` (runs' evals/ and others), newest first."""
-    found = [p.parent for p in Path(root).glob("**/eval.json")] if Path(root).is_dir() else []
-    return sorted(found, key=lambda p: (p / "eval.json").stat().st_mtime, reverse=True)
-
-
-def load_eval(folder: str | Path) -> dict:
-    import json
-
-    return json.loads((Path(folder) / "eval.json").read_text())
-
-
-def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,
-             out: str | Path | None = None, batch_size: int = 8,
-             progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
-    """Clean the first `limit` records (0: all) of a split with the cleaner at `source`,
-    then save eval.json and records.csv (to `out`, or `default_eval_dir`)."""
-    import time
-
-    from fabe.dataset import load_records
-
-    cfg = cfg or CleanConfig()
-    records = load_records(data)
-    records = records[:limit] if limit else records
-    if not records:
-        raise ValueError(f"{data}: no records to evaluate")
-    start = time.time()
-    cleaner = Cleaner.load(source)
-    cleaner.check_records_fit(records, cfg, data)
-    summary, rows = evaluate(cleaner, records, cfg, batch_size, progress)
-    meta = {"source": str(source), "data": str(data), "limit": limit, "records": len(records),
-            "clean": asdict(cfg), "seconds": round(time.time() - start, 1),
-            "s_per_record": round((time.time() - start) / len(records), 3), "at": time.time()}
-    target = Path(out) if out else default_eval_dir(source, data, cfg, limit)
-    return {"meta": meta, **summary}, save_eval(target, summary, rows, meta)

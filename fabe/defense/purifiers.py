@@ -25,7 +25,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Callable, Iterable, Sequence
 
-from fabe import cparse
+from fabe.data import cparse
 
 BOS, EOS = "<s>", "</s>"
 
@@ -124,7 +124,7 @@ def causal_lm_nll(model, tokenizer, batch_size: int = 8) -> Scorer:
     tokenizer = copy.copy(tokenizer)
     tokenizer.padding_side = "right"  # positions count from the text's first token
 
-    from fabe.losses import IGNORE_INDEX, token_logprobs
+    from fabe.training.losses import IGNORE_INDEX, token_logprobs
 
     @torch.no_grad()
     def score(codes: Sequence[str]) -> list[tuple[float, int]]:

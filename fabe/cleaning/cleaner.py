@@ -17,15 +17,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fabe import cparse
-from fabe.decoding import diverse_beam_search
-from fabe.encoding import min_tokens, prompt_ids
-from fabe.losses import IGNORE_INDEX, sequence_scores, token_logprobs
-from fabe.triggers import detect_triggers
+from fabe.data import cparse
+from fabe.cleaning.decoding import diverse_beam_search
+from fabe.training.encoding import min_tokens, prompt_ids
+from fabe.training.losses import IGNORE_INDEX, sequence_scores, token_logprobs
+from fabe.data.triggers import detect_triggers
+from fabe.registry import Registry
 
 logger = logging.getLogger(__name__)
-
-DECODINGS = ("diverse_beam", "beam", "sampling")
 
 
 class InputTooLong(ValueError):
@@ -34,6 +33,58 @@ class InputTooLong(ValueError):
 
 class Cancelled(RuntimeError):
     """The caller cancelled the generation (its `cancel` event was set)."""
+
+
+Decoded = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # sequences (B, K, T), mean log p (B, K), finished (B, K)
+Step = Callable[[int], bool]  # called with the tokens generated so far; True stops
+
+
+def _diverse_beam(cleaner: Cleaner, ids: torch.Tensor, mask: torch.Tensor, max_new: int, cfg: CleanConfig,
+                  step: Step) -> Decoded:
+    tok = cleaner.tokenizer
+    out = diverse_beam_search(
+        cleaner.model, ids, mask, num_beams=cfg.k, num_beam_groups=cfg.groups or cfg.k,
+        diversity_penalty=cfg.diversity, max_new_tokens=max_new,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, step_callback=step)
+    return out.sequences, out.logprobs / out.lengths, out.finished
+
+
+def _generated(cleaner: Cleaner, ids: torch.Tensor, mask: torch.Tensor, max_new: int, step: Step,
+               **kwargs: Any) -> Decoded:
+    """`generate` with K return sequences, each then scored teacher-forced."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Stop(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: Any, **kw: Any) -> torch.Tensor:
+            stop = step(input_ids.shape[1] - ids.shape[1])
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    tok = cleaner.tokenizer
+    k = kwargs["num_return_sequences"]
+    with torch.no_grad():
+        out = cleaner.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new,
+                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                     stopping_criteria=StoppingCriteriaList([Stop()]), **kwargs)
+    seqs = out[:, ids.shape[1]:].view(ids.shape[0], k, -1)
+    prompts = [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+    return seqs, cleaner.score(prompts, seqs), (seqs == tok.eos_token_id).any(-1)
+
+
+def _beam(cleaner: Cleaner, ids: torch.Tensor, mask: torch.Tensor, max_new: int, cfg: CleanConfig,
+          step: Step) -> Decoded:
+    return _generated(cleaner, ids, mask, max_new, step, num_return_sequences=cfg.k, num_beams=cfg.k,
+                      do_sample=False)
+
+
+def _sampling(cleaner: Cleaner, ids: torch.Tensor, mask: torch.Tensor, max_new: int, cfg: CleanConfig,
+              step: Step) -> Decoded:
+    torch.manual_seed(cfg.seed)
+    return _generated(cleaner, ids, mask, max_new, step, num_return_sequences=cfg.k, do_sample=True,
+                      temperature=cfg.temperature, top_p=cfg.top_p, num_beams=1)
+
+
+DECODINGS: Registry[Callable[..., Decoded]] = Registry("decoding", {
+    "diverse_beam": _diverse_beam, "beam": _beam, "sampling": _sampling})
 
 
 @dataclass
@@ -52,8 +103,7 @@ class CleanConfig:
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k: need at least 1 candidate, got {self.k}")
-        if self.decoding not in DECODINGS:
-            raise ValueError(f"Unknown decoding: {self.decoding}. Should be one of {list(DECODINGS)}")
+        DECODINGS[self.decoding]  # an unknown name fails with the known ones
         groups = self.groups or self.k
         if self.decoding == "diverse_beam" and self.k % groups:
             raise ValueError(f"groups: {groups} does not divide k={self.k}")
@@ -78,7 +128,7 @@ class Candidate:
 def read_code_file(path: str | Path, name: str | None = None) -> str:
     """The C source in a file (an upload or `--input`), or a ValueError naming the file (as
     `name`, default the path) and saying what it is instead: missing, binary, not UTF-8."""
-    from fabe.jsonio import binary_kind
+    from fabe.data.jsonio import binary_kind
 
     name = name or str(path)
     try:
@@ -125,7 +175,7 @@ class Cleaner:
     @classmethod
     def load(cls, source: str | Path, device: str = "auto", dtype: str = "auto") -> "Cleaner":
         """A run directory (its final/), a final/ or checkpoint-N folder, or a plain model."""
-        from fabe.modeling import load_trained
+        from fabe.cleaning.loading import load_trained
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -211,22 +261,9 @@ class Cleaner:
                 on_token(generated, max_new)
             return cancel is not None and cancel.is_set()
 
-        if cfg.decoding == "diverse_beam":
-            out = diverse_beam_search(
-                self.model, ids, mask, num_beams=cfg.k, num_beam_groups=cfg.groups or cfg.k,
-                diversity_penalty=cfg.diversity, max_new_tokens=max_new,
-                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, step_callback=step)
-        else:
-            out = self._generate(ids, mask, max_new, cfg, step)
+        seqs, means, finished = DECODINGS[cfg.decoding](self, ids, mask, max_new, cfg, step)
         if cancel is not None and cancel.is_set():
             raise Cancelled("generation cancelled")
-        if cfg.decoding == "diverse_beam":
-            seqs, means = out.sequences, out.logprobs / out.lengths
-            finished = out.finished
-        else:
-            seqs = out.view(len(codes), cfg.k, -1)
-            finished = (seqs == tok.eos_token_id).any(-1)
-            means = self.score(prompts, seqs)
         return [self._to_candidates(seqs[b], means[b], finished[b]) for b in range(len(codes))]
 
     def _to_candidates(self, seqs: torch.Tensor, means: torch.Tensor,
@@ -237,28 +274,6 @@ class Cleaner:
             row = row[:row.index(eos)] if eos in row else row
             codes.append(self.tokenizer.decode(row, skip_special_tokens=True))
         return _candidates(codes, means.tolist(), finished.tolist())
-
-    @torch.no_grad()
-    def _generate(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, cfg: CleanConfig,
-                  step: Callable[[int], bool]) -> torch.Tensor:
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class Step(StoppingCriteria):
-            def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-                stop = step(input_ids.shape[1] - ids.shape[1])
-                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
-
-        kwargs: dict[str, Any] = dict(num_return_sequences=cfg.k, max_new_tokens=max_new,
-                                      pad_token_id=self.tokenizer.pad_token_id,
-                                      eos_token_id=self.tokenizer.eos_token_id,
-                                      stopping_criteria=StoppingCriteriaList([Step()]))
-        if cfg.decoding == "beam":
-            kwargs.update(num_beams=cfg.k, do_sample=False)
-        else:
-            torch.manual_seed(cfg.seed)
-            kwargs.update(do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, num_beams=1)
-        out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-        return out[:, ids.shape[1]:]
 
     @torch.no_grad()
     def score(self, prompts: list[list[int]], seqs: torch.Tensor) -> torch.Tensor:

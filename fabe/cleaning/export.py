@@ -6,17 +6,16 @@ folder and renamed, so a failed export leaves nothing half-written."""
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
-from fabe.rundir import write_json_atomic
+from fabe.files import folder_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 
 def export_model(source: str | Path, out: str | Path, dtype: str = "auto") -> Path:
     """Merge/save the cleaner at `source` (a run, its final/, a checkpoint) into `out`."""
-    from fabe.modeling import load_trained
+    from fabe.cleaning.loading import load_trained
 
     out = Path(out)
     if out.exists():
@@ -25,17 +24,11 @@ def export_model(source: str | Path, out: str | Path, dtype: str = "auto") -> Pa
     merged = hasattr(model, "merge_and_unload")
     if merged:
         model = model.merge_and_unload()
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with folder_atomic(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "right"
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "fabe.json", {**meta, "exported_from": str(source), "merged_lora": merged,
                                               "finetune": "full"})
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("exported %s to %s (%s)", source, out, "LoRA merged" if merged else "full model")
     return out

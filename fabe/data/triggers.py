@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 
 from tree_sitter import Node
 
-from fabe import cparse
+from fabe.data import cparse
 
 TRIGGER_KINDS: tuple[str, ...] = (
     "fixed", "grammar", "assert", "ident_func", "ident_var", "dead_loop", "volatile",

@@ -1,0 +1,3 @@
+"""Cleaning: `loading` a trained cleaner, diverse beam search (`decoding`), the `cleaner`
+(K ranked candidates with scores and front-door weights), `serving` them to the page,
+`export` as a plain model folder, and text `report`s (side by side, diff rows)."""

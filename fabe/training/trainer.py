@@ -1,0 +1,227 @@
+"""The FABE trainer: a transformers `Trainer` whose loss is alpha * MLE (+ beta * ranking).
+
+`simple` mode trains token cross-entropy on each record's best candidate; `full` mode adds
+beta * a ranking loss (`fabe.training.losses`) over the length-normalized log-likelihoods of
+all candidates. The loss components are logged as separate metrics (`mle_loss`,
+`rank_loss`), averaged per logging interval. `build_trainer` makes one from a config and
+records: what a run, a benchmark or a test trains with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from fabe import embedded
+from fabe.data.dataset import Record
+from fabe.training.config import TrainConfig, deepspeed_config
+from fabe.training.encoding import Collator, EncodedDataset, encode_records
+from fabe.training.losses import rank_loss_fn, sequence_scores, token_logprobs
+
+logger = logging.getLogger(__name__)
+
+LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than this
+DISK_FULL_BYTES = 1 << 20  # a save failing with less than this free is a full disk
+
+
+def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
+    """Logits of every candidate with its sample's prompt run once: the prompts' KV cache is
+    repeated for each candidate (index_select, so gradients reach the prompt through every
+    candidate) and the candidates are run on top of it. Returns an object with `logits`
+    (R, 1 + T, V): the prompt's last position, then each candidate position, which is the
+    target part of the plain layout's logits."""
+    from types import SimpleNamespace
+
+    from transformers import DynamicCache
+
+    mask = inputs["prompt_mask"]
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    # Only the prompt's last position is scored (it predicts the first target token), so the
+    # output layer runs on that position alone.
+    out = model(input_ids=inputs["prompt_ids"], attention_mask=mask, position_ids=positions,
+                cache=cache, use_cache=True, logits_to_keep=1)
+    owner = inputs["owner"]
+    cache = out.past_key_values
+    cache.reorder_cache(owner)
+    cand_mask = inputs["cand_mask"]
+    start = mask.sum(-1)[owner][:, None]  # each prompt's length
+    cand = model(input_ids=inputs["cand_ids"], attention_mask=torch.cat([mask[owner], cand_mask], 1),
+                 position_ids=start + torch.arange(cand_mask.size(1), device=mask.device),
+                 cache=cache, use_cache=True)
+    return SimpleNamespace(logits=torch.cat([out.logits[owner], cand.logits], 1))
+
+
+class FabeTrainer(Trainer):
+    """Trainer whose loss is alpha * MLE (+ beta * ranking in full mode)."""
+
+    def __init__(self, *args: Any, fabe: TrainConfig, lengths: list[int] | None = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.fabe = fabe
+        self.rank_fn = rank_loss_fn(fabe.rank_loss, margin=fabe.margin)
+        self.train_lengths = lengths
+        self._components: dict[str, dict[str, list[torch.Tensor]]] = {
+            "train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _get_train_sampler(self, train_dataset=None):
+        if not self.fabe.group_by_length or self.train_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=self.train_lengths)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        full = self.fabe.mode == "full"
+        if "prompt_ids" in inputs:
+            outputs = shared_prompt_forward(model, inputs)
+        else:
+            outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        labels = inputs["score_labels"] if full else inputs["labels"]
+        token_lp = token_logprobs(outputs.logits, labels)  # (R, T-1)
+        mle_mask = inputs["labels"][:, 1:].ne(-100)
+        nll = -(token_lp * mle_mask).sum()
+        n_tokens = mle_mask.sum().clamp(min=1)
+        scaled = num_items_in_batch is not None and model.training
+        # With num_items_in_batch, the MLE is normalized over the whole accumulated batch
+        # (the gradient-accumulation fix); Trainer then does not divide by the steps again.
+        mle = nll / num_items_in_batch if scaled else nll / n_tokens
+        if scaled and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            mle = mle * self.args.world_size
+        loss = self.fabe.alpha * mle
+        split = "train" if model.training else "eval"
+        self._components[split]["mle_loss"].append((nll / n_tokens).detach())
+        if full:
+            seq = sequence_scores(token_lp, labels)  # (R,)
+            index = inputs["cand_index"]  # (B, C)
+            scores = seq[index.clamp(min=0)]  # (B, C)
+            per_sample = self.rank_fn(scores, inputs["quality"], index.ge(0))  # (B,)
+            rank = per_sample.mean()
+            if scaled:
+                rank = rank / self.current_gradient_accumulation_steps
+            loss = loss + self.fabe.beta * rank
+            self._components[split]["rank_loss"].append(per_sample.mean().detach())
+        self.loss_is_scaled_for_ga = scaled
+        return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """A save that fails leaves no half-written checkpoint-N behind (on a full disk, it
+        would hold the space status.json needs to record the failure). torch.save reports a
+        full disk without naming it, so a failure with the disk full is said to be one."""
+        try:
+            super()._save_checkpoint(model, trial)
+        except Exception as e:
+            import errno
+            import shutil
+
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            full = shutil.disk_usage(folder.parent).free < DISK_FULL_BYTES
+            if self.is_world_process_zero():
+                shutil.rmtree(folder, ignore_errors=True)
+            if full and not (isinstance(e, OSError) and e.errno == errno.ENOSPC):
+                raise OSError(errno.ENOSPC, f"No space left on device while saving {folder.name}, "
+                                            f"which was removed ({type(e).__name__}: {e})") from e
+            raise
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._components[split].items():
+            if values:
+                logs[prefix + name] = round(torch.stack(values).mean().item(), 4)
+        self._components[split].clear()
+        super().log(logs, *args, **kwargs)
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> bf16 where the GPU has it, fp16 on other GPUs, fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if not torch.cuda.is_available():
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def training_arguments(cfg: TrainConfig, output_dir: str | Path, has_eval: bool) -> TrainingArguments:
+    """The Trainer's arguments for `cfg` (eval only where there is a valid split)."""
+    import os
+
+    precision = resolve_precision(cfg.precision)
+    evaluate = has_eval and cfg.eval_steps > 0
+    return TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_steps, weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        logging_steps=cfg.logging_steps, logging_first_step=True,
+        eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps if evaluate else None,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        bf16=precision == "bf16", fp16=precision == "fp16", seed=cfg.seed,
+        report_to=[r for r in cfg.report_to.split(",") if r and r != "none"] or "none",
+        remove_unused_columns=False, disable_tqdm=not os.isatty(2), deepspeed=deepspeed_config(cfg.deepspeed),
+        dataloader_pin_memory=torch.cuda.is_available())
+
+
+def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
+    """(model ready for training, tokenizer, whether LoRA is used)."""
+    from fabe.training.modeling import load_causal_lm, prepare_for_training
+
+    precision = resolve_precision(cfg.precision)
+    dtype = {"bf16": "bfloat16", "fp16": "float16"}.get(precision, "float32")
+    model, tokenizer = load_causal_lm(embedded.resolve(cfg.model, "model"), dtype=dtype,
+                                      device="cuda" if torch.cuda.is_available() else "cpu",
+                                      trust_remote_code=cfg.trust_remote_code)
+    n_params = sum(p.numel() for p in model.parameters())
+    lora = cfg.finetune == "lora" or (cfg.finetune == "auto" and n_params > LORA_ABOVE_PARAMS)
+    if not lora and dtype != "float32":
+        model = model.float()  # full fine-tuning keeps fp32 master weights; AMP does the rest
+    model = prepare_for_training(model, lora, cfg.gradient_checkpointing, cfg.lora_r,
+                                 cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    tokenizer.padding_side = "right"
+    return model, tokenizer, lora
+
+
+@dataclass
+class Built:
+    """What `build_trainer` made."""
+
+    trainer: FabeTrainer
+    tokenizer: Any
+    lora: bool
+    counts: dict[str, int]  # training samples whose targets were cut / that were dropped
+
+
+def build_trainer(cfg: TrainConfig, output_dir: str | Path, train: Sequence[Record],
+                  valid: Sequence[Record] | None = None, callbacks: Sequence[TrainerCallback] = (),
+                  model: Any = None, tokenizer: Any = None) -> Built:
+    """A FabeTrainer for `cfg` on `train` (evaluating on `valid`), its model loaded from
+    `cfg.model` unless `model` and `tokenizer` are given (then used as they are)."""
+    lora = False
+    if model is None:
+        model, tokenizer, lora = load_model_for_training(cfg)
+    encoded, counts = encode_records(train, tokenizer, cfg.mode, cfg.max_length)
+    if not encoded:
+        raise ValueError(f"data: no training record fits max_length {cfg.max_length}")
+    train_set = EncodedDataset(encoded)
+    valid_set = EncodedDataset(encode_records(valid, tokenizer, cfg.mode, cfg.max_length)[0]) if valid else None
+    collator = Collator(tokenizer.pad_token_id, cfg.mode, 8 if torch.cuda.is_available() else None,
+                        shared_prompt=cfg.shared_prompt and not cfg.gradient_checkpointing)
+    trainer = FabeTrainer(model=model, args=training_arguments(cfg, output_dir, valid_set is not None),
+                          train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer,
+                          data_collator=collator, callbacks=list(callbacks), fabe=cfg, lengths=train_set.lengths)
+    return Built(trainer, tokenizer, lora, counts)

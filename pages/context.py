@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fabe import paths
+from fabe import embedded, paths
 from fabe.rundir import MetricsFollower, RunDir
 from fabe.cleaning.serving import CleanerCache
 
@@ -31,6 +31,11 @@ class AppContext:
     def confine_model(self, name: str) -> str:
         """A typed model or cleaner: `embedded`, a hub id, or a confined path."""
         return paths.confine_model(name, self.roots)
+
+    def split(self, name: str, split: str = "test") -> Path:
+        """The file of a typed split: a .jsonl/.json file, a dataset folder's `split` file, or
+        that split of the embedded dataset; a path outside the roots is refused unread."""
+        return embedded.resolve_split(self.confine_data(name), split)
 
     def metrics(self, run_id: str) -> dict[str, list]:
         """The run's metrics columns, brought up to date by reading only what was appended.

@@ -1,8 +1,10 @@
-"""Plotly figures of a run's metrics: losses (raw and smoothed), eval loss, learning rate.
+"""Plotly figures: a run's losses (raw and smoothed) and learning rate, evaluations compared
+overall and per trigger kind, and defenses' attack success rate and clean accuracy.
 
-They take the columns of `fabe.rundir.MetricsFollower`. A long run logs hundreds of thousands
-of points; each trace is thinned to at most `MAX_POINTS` (smoothing is computed before
-thinning, on every point), so the page stays fast however long the run."""
+Each figure has a title and titled axes. The run charts take the columns of
+`fabe.rundir.MetricsFollower`; a long run logs hundreds of thousands of points, so each trace
+is thinned to at most `MAX_POINTS` (smoothing is computed before thinning, on every point),
+which keeps the page fast however long the run."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import plotly.graph_objects as go
 
 LOSSES = (("loss", "total"), ("mle_loss", "MLE"), ("rank_loss", "ranking"))
 MAX_POINTS = 2000
-LAYOUT = dict(xaxis_title="step", height=340, margin=dict(l=40, r=10, t=40, b=40))
+MARGIN = dict(l=60, r=10, t=50, b=50)
 
 
 def _smoothed(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
@@ -26,17 +28,17 @@ def thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, max_points).round().astype(int))
 
 
-def _line(x: np.ndarray, y: np.ndarray, **kwargs) -> dict:
+def _line(x: np.ndarray, y: np.ndarray, **kwargs) -> go.Scatter:
     """A thinned scatter trace of plain lists (not plotly's base64 arrays), readable from the
     page's DOM."""
     keep = thin(len(x))
-    return dict(type="scatter", x=x[keep].tolist(), y=y[keep].tolist(), **kwargs)
+    return go.Scatter(x=x[keep].tolist(), y=y[keep].tolist(), **kwargs)
 
 
-def _figure(traces: list[dict], title: str) -> go.Figure:
-    """Built without plotly's per-point validation, which costs more than the rest of a refresh;
-    the traces are made here from floats and ints only."""
-    return go.Figure(data=traces, layout=dict(title=title, **LAYOUT), _validate=False)
+def _figure(traces: list, title: str, x_title: str, y_title: str, **layout) -> go.Figure:
+    return go.Figure(data=traces, layout=go.Layout(
+        title=dict(text=title), xaxis=dict(title=dict(text=x_title)),
+        yaxis={**layout.pop("yaxis", {}), "title": dict(text=y_title)}, margin=MARGIN, **layout))
 
 
 def _series(columns: dict[str, list], column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -66,15 +68,14 @@ def loss_figure(columns: dict[str, list]) -> go.Figure:
     steps, values = _series(columns, "eval_loss")
     if len(values):
         traces.append(_line(steps, values, name="eval", mode="lines+markers"))
-    fig = _figure(traces, "Loss")
-    fig.update_yaxes(type="log")  # losses span orders of magnitude over a run
-    return fig
+    # losses span orders of magnitude over a run
+    return _figure(traces, "Loss", "step", "loss (log scale)", height=340, yaxis=dict(type="log"))
 
 
 def lr_figure(columns: dict[str, list]) -> go.Figure:
     steps, values = _series(columns, "learning_rate")
-    return _figure([_line(steps, values, name="learning rate", mode="lines")] if len(values) else [],
-                   "Learning rate")
+    traces = [_line(steps, values, name="learning rate", mode="lines")] if len(values) else []
+    return _figure(traces, "Learning rate", "step", "learning rate", height=340)
 
 
 COMPARED = ("trigger_removal", "exact", "codebleu", "bleu", "parse", "false_change", "top_weight")
@@ -82,32 +83,28 @@ COMPARED = ("trigger_removal", "exact", "codebleu", "bleu", "parse", "false_chan
 
 def compare_figure(results: dict[str, dict], metrics: tuple[str, ...] = COMPARED) -> go.Figure:
     """One bar group per metric, one bar per evaluation (e.g. simple vs full mode)."""
-    traces = [dict(type="bar", name=name, x=list(metrics),
-                   y=[r["overall"].get(m) for m in metrics]) for name, r in results.items()]
-    fig = go.Figure(data=traces, layout=dict(title="Top candidate, overall", barmode="group", height=360,
-                                             yaxis=dict(range=[0, 1]), margin=dict(l=40, r=10, t=40, b=40)),
-                    _validate=False)
-    return fig
+    traces = [go.Bar(name=name, x=list(metrics), y=[r["overall"].get(m) for m in metrics])
+              for name, r in results.items()]
+    return _figure(traces, "Top candidate, overall", "metric", "rate", barmode="group", height=360,
+                   yaxis=dict(range=[0, 1]))
 
 
 def by_trigger_figure(results: dict[str, dict], metric: str = "exact") -> go.Figure:
     """`metric` per trigger kind, one bar per evaluation."""
     kinds = sorted({k for r in results.values() for k in r["by_trigger"]})
-    traces = [dict(type="bar", name=name, x=kinds, y=[r["by_trigger"].get(k, {}).get(metric) for k in kinds])
+    traces = [go.Bar(name=name, x=kinds, y=[r["by_trigger"].get(k, {}).get(metric) for k in kinds])
               for name, r in results.items()]
-    return go.Figure(data=traces, layout=dict(title=f"{metric} by trigger kind", barmode="group", height=360,
-                                              margin=dict(l=40, r=10, t=40, b=40)), _validate=False)
+    return _figure(traces, f"{metric} by trigger kind", "trigger kind", metric, barmode="group", height=360)
 
 
 def defense_figure(defenses: dict[str, dict]) -> go.Figure:
     """ASR (solid) and clean accuracy (hatched) per defense, per trigger kind for ASR."""
     kinds = sorted({k for r in defenses.values() for k in r["by_trigger"]})
-    traces = [dict(type="bar", name=f"{name} ASR", x=["all", *kinds],
-                   y=[r["overall"]["asr"], *[r["by_trigger"].get(k, {}).get("asr") for k in kinds]])
+    traces = [go.Bar(name=f"{name} ASR", x=["all", *kinds],
+                     y=[r["overall"]["asr"], *[r["by_trigger"].get(k, {}).get("asr") for k in kinds]])
               for name, r in defenses.items()]
-    traces += [dict(type="bar", name=f"{name} CA", x=["clean accuracy"], y=[r["overall"]["ca"]],
-                    marker=dict(pattern=dict(shape="/")))
+    traces += [go.Bar(name=f"{name} CA", x=["clean accuracy"], y=[r["overall"]["ca"]],
+                      marker=dict(pattern=dict(shape="/")))
                for name, r in defenses.items()]
-    return go.Figure(data=traces, layout=dict(title="Attack success rate (lower is better) and clean accuracy",
-                                              barmode="group", height=380, yaxis=dict(range=[0, 1]),
-                                              margin=dict(l=40, r=10, t=40, b=40)), _validate=False)
+    return _figure(traces, "Attack success rate (lower is better) and clean accuracy", "trigger kind",
+                   "rate", barmode="group", height=380, yaxis=dict(range=[0, 1]))

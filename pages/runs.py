@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 
 from fabe.runs import manager as runs
+from fabe.runs.processes import gpu_list
 from fabe.rundir import RunDir
 from pages.context import AppContext
 from pages.plots import loss_figure, lr_figure
@@ -53,7 +54,7 @@ def _progress_html(info: runs.RunInfo | None) -> str:
 
 
 def _gpu_markdown() -> str:
-    gpus = runs.gpu_list()
+    gpus = gpu_list()
     if not gpus:
         return "No GPU on this machine (CPU runs only)."
     return "\n".join(f"- GPU {g['index']} {g['name']}: {g['memory_used_mb']} / {g['memory_total_mb']} MB"
@@ -72,66 +73,83 @@ def show(ctx: AppContext, run_id: str | None):
             runs.log_tail(run, 12) if info else "", gr.Timer(active=live))
 
 
-def build(ctx: AppContext) -> RunsTab:
-    with gr.Tab("Runs", id="runs"):
-        table = gr.Dataframe(headers=COLUMNS, value=lambda: runs_table(ctx), interactive=False,
-                             elem_id="runs-table")
-        with gr.Row():
-            refresh = gr.Button("Refresh")
-            pick = gr.Dropdown(label="Run", choices=[r[0] for r in runs_table(ctx)], elem_id="run-pick")
-        progress = gr.HTML()
-        with gr.Row():
-            loss_plot = gr.Plot(elem_id="loss-plot")
-            lr_plot = gr.Plot(elem_id="lr-plot")
-        log = gr.Textbox(label="train.log (last lines, newest at the bottom)", lines=16, max_lines=16, autoscroll=True,
-                         elem_id="run-log")
-        gpus = gr.Markdown(_gpu_markdown())
-        with gr.Row():
-            stop_btn = gr.Button("Stop")
-            resume_btn = gr.Button("Resume")
-            confirm = gr.Checkbox(label="Yes, delete this run and its checkpoints")
-            delete_btn = gr.Button("Delete", variant="stop")
-        action = gr.Markdown(elem_id="run-action")
-        timer = gr.Timer(2.0, active=False)
-        shown = [loss_plot, lr_plot, progress, log, timer]
+class Actions:
+    """The tab's event handlers, bound to the app."""
 
-        def on_refresh(run_id: str | None):
-            rows = runs_table(ctx)
-            ids = [r[0] for r in rows]
-            return rows, gr.update(choices=ids, value=run_id if run_id in ids else None), _gpu_markdown()
+    def __init__(self, ctx: AppContext):
+        self.ctx = ctx
 
-        def on_select(run_id: str | None):
-            return show(ctx, run_id)
+    def on_refresh(self, run_id: str | None):
+        rows = runs_table(self.ctx)
+        ids = [r[0] for r in rows]
+        return rows, gr.update(choices=ids, value=run_id if run_id in ids else None), _gpu_markdown()
 
-        def on_tick(run_id: str | None):
-            return (*show(ctx, run_id), runs_table(ctx))
+    def on_select(self, run_id: str | None):
+        return show(self.ctx, run_id)
 
-        def act(fn, verb: str):
-            def handler(run_id: str | None, *extra: Any) -> str:
-                if not run_id:
-                    return "Pick a run first."
-                try:
-                    fn(ctx.runs_dir / run_id, *extra)
-                except ValueError as e:
-                    return f"**{verb} failed:** {e}"
-                return f"{verb}: **{run_id}**"
-            return handler
+    def on_tick(self, run_id: str | None):
+        return (*show(self.ctx, run_id), runs_table(self.ctx))
 
-        refresh.click(on_refresh, [pick], [table, pick, gpus], api_name="refresh_runs")
-        pick.change(on_select, [pick], shown, api_name="show_run")
-        timer.tick(on_tick, [pick], shown + [table], api_name="poll_run")
-        stop_btn.click(act(lambda p: runs.stop(p, grace_s=120), "Stopped"), [pick], [action],
-                       api_name="stop_run").then(on_select, [pick], shown).then(
-            on_refresh, [pick], [table, pick, gpus])
-        resume_btn.click(act(runs.resume, "Resumed"), [pick], [action], api_name="resume_run").then(
-            on_select, [pick], shown).then(on_refresh, [pick], [table, pick, gpus])
-        delete_btn.click(act(lambda p, ok: runs.delete(p, confirm=ok), "Deleted"), [pick, confirm], [action],
-                         api_name="delete_run").then(on_refresh, [pick], [table, pick, gpus])
-
-        def select(run_id: str):
+    def act(self, fn, verb: str):
+        """A handler that applies `fn` to the picked run and says what happened."""
+        def handler(run_id: str | None, *extra: Any) -> str:
             if not run_id:
-                return gr.update(), gr.update()
-            rows = runs_table(ctx)
-            return (rows, gr.update(choices=[r[0] for r in rows], value=run_id))
+                return "Pick a run first."
+            try:
+                fn(self.ctx.runs_dir / run_id, *extra)
+            except ValueError as e:
+                return f"**{verb} failed:** {e}"
+            return f"{verb}: **{run_id}**"
+        return handler
 
-        return RunsTab(select=(select, [table, pick]))
+    def select(self, run_id: str):
+        """Show `run_id` (the run just launched from the Train tab)."""
+        if not run_id:
+            return gr.update(), gr.update()
+        rows = runs_table(self.ctx)
+        return rows, gr.update(choices=[r[0] for r in rows], value=run_id)
+
+
+def _layout(ctx: AppContext) -> dict[str, Any]:
+    w: dict[str, Any] = {"table": gr.Dataframe(headers=COLUMNS, value=lambda: runs_table(ctx), interactive=False,
+                                               elem_id="runs-table")}
+    with gr.Row():
+        w["refresh"] = gr.Button("Refresh")
+        w["pick"] = gr.Dropdown(label="Run", choices=[r[0] for r in runs_table(ctx)], elem_id="run-pick")
+    w["progress"] = gr.HTML()
+    with gr.Row():
+        w["loss_plot"] = gr.Plot(elem_id="loss-plot")
+        w["lr_plot"] = gr.Plot(elem_id="lr-plot")
+    w["log"] = gr.Textbox(label="train.log (last lines, newest at the bottom)", lines=16, max_lines=16,
+                          autoscroll=True, elem_id="run-log")
+    w["gpus"] = gr.Markdown(_gpu_markdown())
+    with gr.Row():
+        w["stop"] = gr.Button("Stop")
+        w["resume"] = gr.Button("Resume")
+        w["confirm"] = gr.Checkbox(label="Yes, delete this run and its checkpoints")
+        w["delete"] = gr.Button("Delete", variant="stop")
+    w["action"] = gr.Markdown(elem_id="run-action")
+    w["timer"] = gr.Timer(2.0, active=False)
+    return w
+
+
+def _wire(act: Actions, w: dict[str, Any]) -> None:
+    shown = [w[n] for n in ("loss_plot", "lr_plot", "progress", "log", "timer")]
+    listed = [w["table"], w["pick"], w["gpus"]]
+    w["refresh"].click(act.on_refresh, [w["pick"]], listed, api_name="refresh_runs")
+    w["pick"].change(act.on_select, [w["pick"]], shown, api_name="show_run")
+    w["timer"].tick(act.on_tick, [w["pick"]], shown + [w["table"]], api_name="poll_run")
+    w["stop"].click(act.act(lambda p: runs.stop(p, grace_s=120), "Stopped"), [w["pick"]], [w["action"]],
+                    api_name="stop_run").then(act.on_select, [w["pick"]], shown).then(act.on_refresh, [w["pick"]], listed)
+    w["resume"].click(act.act(runs.resume, "Resumed"), [w["pick"]], [w["action"]], api_name="resume_run").then(
+        act.on_select, [w["pick"]], shown).then(act.on_refresh, [w["pick"]], listed)
+    w["delete"].click(act.act(lambda p, ok: runs.delete(p, confirm=ok), "Deleted"), [w["pick"], w["confirm"]],
+                      [w["action"]], api_name="delete_run").then(act.on_refresh, [w["pick"]], listed)
+
+
+def build(ctx: AppContext) -> RunsTab:
+    act = Actions(ctx)
+    with gr.Tab("Runs", id="runs"):
+        w = _layout(ctx)
+        _wire(act, w)
+    return RunsTab(select=(act.select, [w["table"], w["pick"]]))

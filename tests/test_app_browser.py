@@ -158,7 +158,7 @@ def choose(page, label: str, option: str) -> None:
 def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_dataset, tiny_model_dir):
     from fabe.data.dataset import load_records
     from fabe.training.config import TrainConfig
-from fabe.training.run import train
+    from fabe.training.run import train
 
     runs_dir = app_url[1]
     train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "tiny-run"),
@@ -190,7 +190,7 @@ from fabe.training.run import train
 
 def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, small_dataset, tiny_model_dir):
     from fabe.training.config import TrainConfig
-from fabe.training.run import train
+    from fabe.training.run import train
 
     runs_dir = app_url[1]
     train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(runs_dir / "two-ckpt"),

@@ -124,7 +124,7 @@ def test_demo_runs_end_to_end(tmp_path):
 
 def test_a_lora_run_loads_from_its_final_and_from_a_checkpoint(tmp_path, small_dataset, tiny_model_dir):
     from fabe.training.config import TrainConfig
-from fabe.training.run import train
+    from fabe.training.run import train
 
     run = train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(tmp_path / "lora"),
                             finetune="lora", mode="full", max_steps=4, save_steps=2, eval_steps=0,
@@ -164,7 +164,7 @@ def test_generation_reports_each_token_and_stops_when_cancelled(cleaner, decodin
 def test_export_merges_a_lora_run_into_a_plain_model(tmp_path, small_dataset, tiny_model_dir):
     from fabe.cleaning.export import export_model
     from fabe.training.config import TrainConfig
-from fabe.training.run import train
+    from fabe.training.run import train
 
     run = train(TrainConfig(data=str(small_dataset), model=str(tiny_model_dir), out=str(tmp_path / "lora"),
                             finetune="lora", mode="simple", max_steps=3, save_steps=100, eval_steps=0,

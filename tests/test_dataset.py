@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fabe import files
 from fabe.data import dataset
 from fabe.data.dataset import (
     DatasetError,
@@ -319,7 +320,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failin
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(dataset.os, failing, boom)
+    monkeypatch.setattr(files.os, failing, boom)
     with pytest.raises(OSError, match="disk full"):
         write_records(path, [full_record(f"new{i}") for i in range(50)])
     monkeypatch.undo()

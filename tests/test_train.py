@@ -13,7 +13,9 @@ from fabe.training.encoding import Collator, encode_records, prompt_ids
 from fabe.training.losses import IGNORE_INDEX
 from fabe.training.prompt import build_prompt
 from fabe.rundir import METRIC_FIELDS, RunDir
-from fabe.training.trainer import FabeTrainer, TrainConfig, parse_train_config, train
+from fabe.training.config import TrainConfig, resolve_config
+from fabe.training.run import train, train_run
+from fabe.training.trainer import FabeTrainer, build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -79,11 +81,7 @@ def test_over_long_targets_are_cut_and_counted(tokenizer):
 
 
 def _trainer(model, tokenizer, cfg: TrainConfig, tmp_path) -> FabeTrainer:
-    from fabe.training.run import _training_args
-
-    return FabeTrainer(model=model, args=_training_args(cfg, tmp_path, False),
-                       processing_class=tokenizer, data_collator=Collator(tokenizer.pad_token_id, cfg.mode),
-                       fabe=cfg)
+    return build_trainer(cfg, tmp_path, [_record("int g(void)\n{\n}")], model=model, tokenizer=tokenizer).trainer
 
 
 def test_num_items_in_batch_normalizes_the_mle_over_the_accumulated_batch(tiny_model_dir, tokenizer, tmp_path):
@@ -215,15 +213,14 @@ def test_thirty_steps_lower_the_loss_and_write_the_run_directory(mode, tmp_path,
 def test_resume_continues_the_step_count(tmp_path, small_dataset, tiny_model_dir):
     run = _run(tmp_path, small_dataset, tiny_model_dir, "simple", steps=10, save_steps=5)
     first = [r["step"] for r in run.read_metrics() if r["loss"] is not None]
-    cfg, resume = parse_train_config(["--resume", "--out", str(run.path), "--max_steps", "20"])
-    assert resume and cfg.max_steps == 20 and cfg.data == str(small_dataset)
-    train(cfg, resume=True)
+    train_run(run.path, resume=True, changes={"max_steps": 20})
     steps = [r["step"] for r in run.read_metrics() if r["loss"] is not None]
     assert steps[:len(first)] == first and steps[-1] == 20
     assert steps[len(first):][0] > 10  # picked up after step 10, not from 0
     assert run.read_status()["state"] == "finished"
     config = run.read_config()
-    assert config["train"]["max_steps"] == 20 and len(config["resumes"]) == 1
+    assert config["train"]["max_steps"] == 20 and config["train"]["data"] == str(small_dataset)
+    assert [r["changes"] for r in config["resumes"]] == [{"max_steps": 20}]  # what changed, not a second copy
 
 
 def test_a_bad_dataset_fails_before_any_run_directory_exists(tmp_path, tiny_model_dir):
@@ -239,16 +236,16 @@ def test_a_bad_dataset_fails_before_any_run_directory_exists(tmp_path, tiny_mode
 def test_config_from_preset_file_and_flags(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("preset: deepseek-1.3b\nmode: simple\nlearning_rate: 5.0e-5\n")
-    cfg, _ = parse_train_config(["--config", str(path), "--learning_rate", "1e-4", "--data", "d"])
+    cfg = resolve_config(["--config", str(path), "--learning_rate", "1e-4", "--data", "d"])
     assert cfg.model == "deepseek-ai/deepseek-coder-1.3b-instruct" and cfg.finetune == "lora"
     assert (cfg.lora_r, cfg.lora_alpha, cfg.batch_size, cfg.gradient_accumulation_steps) == (8, 16, 4, 4)
     assert cfg.mode == "simple" and cfg.learning_rate == 1e-4 and cfg.max_length == 4096
     path.write_text("learning_rat: 1.0\n")
     with pytest.raises(ValueError, match="unknown field 'learning_rat' \\(did you mean 'learning_rate'\\?\\)"):
-        parse_train_config(["--config", str(path)])
+        resolve_config(["--config", str(path)])
     path.write_text("mode: simple\nlearning_rate: [1.0\n")
     with pytest.raises(ValueError, match=f"{path}:3: not valid YAML"):
-        parse_train_config(["--config", str(path)])
+        resolve_config(["--config", str(path)])
 
 
 @pytest.mark.parametrize("kwargs, field", [
@@ -274,9 +271,9 @@ def test_deepspeed_zero_stages_and_files():
 
 
 def test_eval_uses_the_renamed_eval_strategy(tmp_path):
-    from fabe.training.run import _training_args
+    from fabe.training.trainer import training_arguments
 
-    args = _training_args(TrainConfig(data="d", eval_steps=7), tmp_path, has_eval=True)
+    args = training_arguments(TrainConfig(data="d", eval_steps=7), tmp_path, has_eval=True)
     assert args.eval_strategy == "steps" and args.eval_steps == 7
     assert not args.remove_unused_columns  # the collator's own keys must reach it
 

@@ -173,7 +173,7 @@ def _input_problems(values: dict[str, Any], skip: Collection[str]) -> list[str]:
     if "model" in skip:
         return problems
     try:
-        if train is not None and isinstance(cfg.max_length, int) and cfg.max_length >= 16:
+        if train is not None and "max_length" not in skip and cfg.max_length >= 16:
             preflight(cfg, train, files[0])
         elif cfg.model != "embedded":
             check_model_source(cfg.model)
@@ -193,6 +193,28 @@ def check_launch(cfg: TrainConfig | dict[str, Any], gpus: str | None, skip: Coll
     return config_problems(values) + _system_problems(values, gpus) + _input_problems(values, skip)
 
 
+@dataclass
+class LaunchPlan:
+    """What a launch writes and runs: the run folder, the config it trains with and the
+    `launch` entry of its config.json (GPUs and the command)."""
+
+    path: Path
+    cfg: TrainConfig
+    launch: dict[str, Any]
+
+    def config_json(self) -> dict[str, Any]:
+        """config.json as the launch writes it, but for `provenance` (hashed at launch)."""
+        return {"train": self.cfg.to_dict(), "launch": self.launch}
+
+
+def launch_plan(cfg: TrainConfig, gpus: str | None = "cpu", root: str | Path = "runs",
+                run_id: str | None = None) -> LaunchPlan:
+    gpu_ids = parse_gpus(gpus)
+    path = Path(root) / (run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.mode}")
+    return LaunchPlan(path, replace(cfg, out=str(path)), {
+        "gpus": ",".join(map(str, gpu_ids)) or "cpu", "command": train_command(path, gpu_ids)})
+
+
 def launch(cfg: TrainConfig, gpus: str | None = "cpu", root: str | Path = "runs",
            run_id: str | None = None) -> RunDir:
     """Check `cfg` and its data (LaunchError with every problem), create the run folder with
@@ -202,13 +224,10 @@ def launch(cfg: TrainConfig, gpus: str | None = "cpu", root: str | Path = "runs"
     problems = check_launch(cfg, gpus)
     if problems:
         raise LaunchError(problems)
-    gpu_ids = parse_gpus(gpus)
-    run_id = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.mode}"
-    path = Path(root) / run_id
-    if path.exists():
-        raise FileExistsError(f"{path}: a run with this name exists")
-    run = create_run(replace(cfg, out=str(path)), launch={
-        "gpus": ",".join(map(str, gpu_ids)) or "cpu", "command": train_command(path, gpu_ids), "at": now()})
+    plan = launch_plan(cfg, gpus, root, run_id)
+    if plan.path.exists():
+        raise FileExistsError(f"{plan.path}: a run with this name exists")
+    run = create_run(plan.cfg, launch={**plan.launch, "at": now()})
     _queue(run, resume=False)
     return run
 

@@ -233,6 +233,14 @@ class TrainConfig(SystemOptions, LoggingOptions, OptimizerOptions, LossOptions, 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+def applies(name: str, values: dict[str, Any]) -> bool:
+    """Whether option `name` has an effect given the other options' values (its `when`)."""
+    return all(values.get(k) in allowed for k, allowed in FIELDS[name].metadata.get("when", {}).items())
+
+
+CONTROLLERS = sorted({k for f in FIELDS.values() for k in f.metadata.get("when", {})})  # options others depend on
+
+
 def config_problems(values: dict[str, Any]) -> list[str]:
     """Every problem of a full set of option values (each of the right type), without
     making a TrainConfig: what a form shows before it can make one."""

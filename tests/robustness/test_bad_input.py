@@ -284,7 +284,7 @@ def test_resume_refuses_another_base_model(tmp_path, tiny_model_dir, models):
 @pytest.mark.parametrize("case", ["zero-records", "model-missing", "not-a-model", "huge-function"])
 def test_train_and_launch_refuse_before_creating_a_run(tmp_path, bad, tiny_model_dir, case):
     from fabe.training.config import TrainConfig
-from fabe.training.run import train
+    from fabe.training.run import train
 
     data, model, error, message = {
         "zero-records": (bad.empty_jsonl, tiny_model_dir, DatasetError, "no records"),

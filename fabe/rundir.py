@@ -1,4 +1,4 @@
-"""The run directory (DESIGN.md): the only source of truth about a training run.
+"""The run directory (docs/data.md): the only source of truth about a training run.
 
 `config.json` is written once before training, `status.json` is replaced atomically (write
 a temporary file, then rename) so a reader never sees half of it, and `metrics.jsonl` gets

@@ -64,7 +64,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
                                    label="Cleaner")
     with gr.Row():
         w["split"] = gr.Textbox("embedded", label="Split (.jsonl/.json; embedded: its test split)")
-        w["chosen"] = gr.CheckboxGroup(list(DEFENSES), value=list(DEFENSES), label="Defenses")
+        w["chosen"] = gr.CheckboxGroup(list(DEFENSES), value=list(DEFENSES), label="Defenses", elem_id="defense-chosen")
         w["limit"] = gr.Number(100, precision=0, label="First N records (0: all)")
         w["k"] = gr.Number(4, precision=0, label="K")
     w["run"] = gr.Button("Run defenses", variant="primary")

@@ -26,7 +26,6 @@ PRESET_CHOICES = [*PRESETS, "custom"]
 SET_ELSEWHERE = ("preset", "out")  # the preset picker and the run name
 OPTIONS = [name for name in FIELDS if name not in SET_ELSEWHERE]
 TYPES = form.field_types(TrainConfig)
-DATA_LABEL = FIELDS["data"].metadata["label"]
 GPUS_LABEL = "GPUs (none ticked: CPU)"
 NAME_LABEL = "Run name (optional)"
 PER_ROW = 4
@@ -79,7 +78,7 @@ def _layout(values: dict[str, Any]) -> Form:
         options.update(_section(group, values))
     with gr.Row():
         gpus = gr.CheckboxGroup(_gpu_choices(), label=GPUS_LABEL)
-        name = gr.Textbox(label=NAME_LABEL, elem_id="train-run-name")
+        name = gr.Textbox("", label=NAME_LABEL, elem_id="train-run-name")
     return Form(options, preset, gpus, name)
 
 
@@ -224,7 +223,8 @@ def _wire(ctx: AppContext, f: Form, buttons: dict[str, Any], shown: dict[str, An
                                outputs=dependent, api_name=f"options_for_{name}")
     buttons["preview"].click(partial(on_preview, ctx), inputs_kwargs=f.inputs(),
                              outputs=[shown["command"], shown["config"]], api_name="preview_command")
-    buttons["save"].click(on_save, inputs_kwargs=f.inputs(), outputs=[shown["saved"]], api_name="save_form")
+    buttons["save"].click(on_save, inputs_kwargs={**f.options, "preset": f.preset}, outputs=[shown["saved"]],
+                          api_name="save_form")
     buttons["load"].upload(on_load, [buttons["load"]], [f.preset] + [f.options[n] for n in OPTIONS],
                            api_name="load_form")
     buttons["launch"].click(partial(on_launch, ctx), inputs_kwargs=f.inputs(),

@@ -11,7 +11,6 @@ import pytest
 
 from helpers import free_port
 
-from pages.train import DATA_LABEL
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -46,7 +45,8 @@ def page(app_url):
 
 
 def fill(page, label: str, value: str) -> None:
-    box = page.get_by_label(label, exact=True)
+    """Type into the box labelled `label`, or found by the CSS selector `label` ("#...")."""
+    box = page.locator(label) if label.startswith("#") else page.get_by_label(label, exact=True)
     box.fill(value)
     box.press("Tab")
 
@@ -65,19 +65,21 @@ def plot_points(page) -> int:
 
 def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_dir):
     runs_dir = app_url[1]
-    fill(page, DATA_LABEL, str(small_dataset))
-    fill(page, "Model (embedded, a folder or a hub id)", str(tiny_model_dir))
-    fill(page, "Max steps (-1: epochs)", "3000")
+    fill(page, "#train-data textarea", str(small_dataset))
+    fill(page, "#train-model textarea", str(tiny_model_dir))
+    fill(page, "Max steps", "3000")
     fill(page, "Logging steps", "1")
     fill(page, "Eval steps", "0")
     fill(page, "Batch size", "2")
     fill(page, "Max length", "768")
     fill(page, "Run name (optional)", "browser-run")
     page.get_by_role("button", name="Preview command").click()
-    page.wait_for_function("() => document.body.innerText.includes('--max_steps 3000')", timeout=30_000)
-    command = page.locator(".cm-content").first.inner_text()
-    assert "-m fabe train" in command and str(small_dataset) in command and "browser-run" in command
-    assert "trust_remote_code" not in command  # off unless ticked
+    page.wait_for_function("() => document.querySelector('#train-config').innerText.includes('\"max_steps\": 3000')",
+                           timeout=30_000)
+    command = page.locator("#train-command .cm-content").inner_text()
+    assert "-m fabe train --run" in command and "browser-run" in command  # trains from its config.json
+    config = page.locator("#train-config .cm-content").inner_text()
+    assert str(small_dataset) in config and '"trust_remote_code": false' in config  # off unless ticked
     page.get_by_role("button", name="Launch").click()
     page.wait_for_function(  # the page then switches to the Runs tab, hiding this message
         "() => document.querySelector('#launch-message').textContent.includes('Launched')", timeout=60_000)
@@ -87,10 +89,20 @@ def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_di
     first = plot_points(page)
     page.wait_for_function(f"""() => document.querySelector('#loss-plot .js-plotly-plot').data[0].x.length
         > {first}""", timeout=120_000)  # the chart keeps gaining points while the run trains
+    assert chart_titles(page, "loss-plot") == ["Loss", "step", "loss (log scale)"]
+    assert chart_titles(page, "lr-plot") == ["Learning rate", "step", "learning rate"]
     page.get_by_role("button", name="Stop").click()
     page.wait_for_selector("#run-action >> text=Stopped", timeout=180_000)
     table_has(page, "stopped")
     assert (runs_dir / "browser-run" / "status.json").exists()
+
+
+def chart_titles(page, elem_id: str) -> list[str]:
+    """The title and the axis titles a chart shows in the page (Plotly draws them as SVG
+    text; an untitled chart has an empty or placeholder text)."""
+    page.wait_for_selector(f"#{elem_id} .gtitle", timeout=30_000)
+    return page.evaluate(f"""() => ['.gtitle', '.xtitle', '.ytitle'].map(
+        s => document.querySelector('#{elem_id} ' + s)?.textContent ?? '')""")
 
 
 def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_path):
@@ -99,7 +111,7 @@ def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_p
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "int x;", "output": ["a"], "score": [1]}\n{oops\n')
     page.get_by_role("tab", name="Train").click()
-    fill(page, DATA_LABEL, str(bad))
+    fill(page, "#train-data textarea", str(bad))
     fill(page, "Run name (optional)", "never")
     page.get_by_role("button", name="Launch").click()
     page.wait_for_selector("#launch-message >> text=Cannot launch", timeout=60_000)
@@ -113,7 +125,7 @@ def test_check_dataset_shows_its_stats_and_first_records(page, small_dataset):
 
     first, *rest = load_records(small_dataset / "train.jsonl")
     page.get_by_role("tab", name="Train").click()
-    fill(page, DATA_LABEL, str(small_dataset))
+    fill(page, "#train-data textarea", str(small_dataset))
     page.get_by_role("button", name="Check dataset").click()
     page.wait_for_function(f"() => document.querySelector('#dataset-preview').innerText.includes('{first.id}')",
                            timeout=60_000)
@@ -128,9 +140,10 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     page.get_by_role("tab", name="Train").click()
     fill(page, "Learning rate", "0.0042")
     fill(page, "Warmup steps", "17")
-    page.locator("#trust-remote-code input").check()
+    page.locator("#train-trust_remote_code input").check()
     page.get_by_role("button", name="Preview command").click()
-    page.wait_for_function("() => document.body.innerText.includes('--trust_remote_code')", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#train-config').innerText.includes('\"trust_remote_code\": true')",
+                           timeout=30_000)
     page.get_by_role("button", name="Save form as YAML").click()
     link = page.locator("#form-yaml a").first
     link.wait_for(timeout=60_000)
@@ -140,14 +153,14 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     download.value.save_as(saved)
     values = yaml.safe_load(saved.read_text())
     assert values["learning_rate"] == 0.0042 and values["warmup_steps"] == 17 and values["trust_remote_code"] is True
-    page.locator("#trust-remote-code input").uncheck()
+    page.locator("#train-trust_remote_code input").uncheck()
     fill(page, "Learning rate", "0.1")
     fill(page, "Warmup steps", "3")
     page.locator("#form-load input[type=file]").set_input_files(str(saved))
     page.wait_for_function("() => document.querySelector('input[aria-label=\"Warmup steps\"]')?.value === '17'",
                            timeout=60_000)
     assert page.get_by_label("Learning rate", exact=True).input_value() == "0.0042"
-    assert page.locator("#trust-remote-code input").is_checked()
+    assert page.locator("#train-trust_remote_code input").is_checked()
 
 
 def choose(page, label: str, option: str) -> None:
@@ -210,6 +223,8 @@ def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, 
     names = page.evaluate("() => document.querySelector('#eval-chart .js-plotly-plot').data.map(t => t.name)")
     assert sorted(n.split("-")[-1] for n in names) == ["2", "4"], names  # both checkpoints in the chart
     assert "two-ckpt" in page.locator("#eval-table").inner_text()
+    assert chart_titles(page, "eval-chart") == ["Top candidate, overall", "metric", "rate"]
+    assert chart_titles(page, "eval-by-trigger") == ["exact by trigger kind", "trigger kind", "exact"]
     page.get_by_text("Record browser").click()
     choose(page, "Evaluation", names[0])
     page.wait_for_timeout(1000)
@@ -218,3 +233,15 @@ def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, 
     choose(page, "Record to open", rec)
     page.get_by_role("button", name="Open in the Clean tab").click()
     page.wait_for_selector(f"#clean-record-info >> text={rec}", timeout=30_000)
+
+
+def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, small_dataset):
+    page.get_by_role("tab", name="Defense").click()
+    fill(page, "Victim classifier (a folder, or embedded: trained on first use)", str(small_victim))
+    fill(page, "Split (.jsonl/.json; embedded: its test split)", str(small_dataset / "test.jsonl"))
+    for name in ("fabe", "top1", "naturalness", "onion"):  # no defense at all: quick, and needs no cleaner
+        page.locator(f"#defense-chosen label:has-text('{name}') input").uncheck()
+    page.get_by_role("button", name="Run defenses").click()
+    page.wait_for_selector("#defense-message >> text=Saved to", timeout=120_000)
+    assert chart_titles(page, "defense-chart") == ["Attack success rate (lower is better) and clean accuracy",
+                                                   "trigger kind", "rate"]

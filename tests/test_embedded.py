@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from fabe.embedded import SHIPPED_CLEANER as SHIPPED, default_cleaner
+from fabe import embedded
+from fabe.embedded import SHIPPED_CLEANER
 
-shipped = pytest.mark.skipif(not (SHIPPED / "config.json").exists(), reason="no embedded cleaner shipped")
+shipped = pytest.mark.skipif(not (SHIPPED_CLEANER / "config.json").exists(), reason="no embedded cleaner shipped")
 
 
 @shipped
@@ -21,8 +22,8 @@ def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
     from fabe.training.prompt import PROMPT_VERSION
     from fabe.data.triggers import insert_trigger
 
-    assert json.loads((SHIPPED / "fabe.json").read_text())["prompt_version"] == PROMPT_VERSION
-    cleaner = Cleaner.load(default_cleaner())
+    assert json.loads((SHIPPED_CLEANER / "fabe.json").read_text())["prompt_version"] == PROMPT_VERSION
+    cleaner = Cleaner.load(embedded.resolve("embedded", "cleaner"))
     funcs = generate_functions(4, seed=777)  # the recipe trained on seed 11
     poisoned = [insert_trigger(f.code, kind, i).code
                 for i, (f, kind) in enumerate(zip(funcs, ["fixed", "assert", "dead_loop", "grammar"]))]

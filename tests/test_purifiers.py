@@ -56,14 +56,14 @@ def test_the_onion_purifier_removes_a_planted_trigger_statement(clean_codes):
     planted gain above their 75th percentile, the typical one above their 90th. Where exactly
     the 95% threshold falls among a tiny LM's outliers varies with the weights, so it is not
     pinned here (the calibration itself is tested with the naturalness purifier)."""
-    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
+    from fabe.embedded import SHIPPED_CLEANER
 
-    if not (SHIPPED / "config.json").exists():
+    if not (SHIPPED_CLEANER / "config.json").exists():
         pytest.skip("no embedded cleaner shipped (its weights are the ONION language model)")
     from fabe.cleaning.loading import load_trained
     from fabe.defense.purifiers import causal_lm_nll, onion_purifier
 
-    model, tokenizer, _ = load_trained(str(SHIPPED))
+    model, tokenizer, _ = load_trained(str(SHIPPED_CLEANER))
     purifier = onion_purifier(causal_lm_nll(model, tokenizer), clean_codes[:40])
     clean_gains = purifier.calibration_gains
     assert purifier.threshold == clean_gains[38]

@@ -16,7 +16,8 @@ import pytest
 from helpers import wait_for
 
 from fabe.runs import manager as runs
-from fabe.rundir import RunDir
+from fabe.rundir import RunDir, failure_hint
+from fabe.runs.processes import gpu_list
 from fabe.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,29 +33,23 @@ def cfg(small_dataset, tiny_model_dir):
     return make
 
 
-def cfg_used(run: RunDir) -> TrainConfig:
-    return TrainConfig(**json.loads((run.path / "launch.json").read_text())["train"])
-
-
 def state(run: RunDir) -> str:
     return runs.reconcile(run)["state"]
 
 
 def test_a_launched_run_trains_detached_and_finishes(tmp_path, cfg):
     run = runs.launch(cfg(), "cpu", tmp_path, "first")
-    assert (run.path / "launch.json").exists() and (run.path / "train.yaml").exists()
+    config = run.read_config()  # written before the run starts: the one copy of its config
+    assert config["train"] == {**cfg().to_dict(), "out": str(run.path)}
+    assert config["launch"]["gpus"] == "cpu" and config["launch"]["command"][1:] == [
+        "-m", "fabe", "train", "--run", str(run.path)]
     wait_for(lambda: state(run) == "finished")
     status = run.read_status()
     assert status["pid"] and status["pid_created"] and status["exit_code"] == 0
     assert "Running training" in run.log_path.read_text()
     (info,) = runs.list_runs(tmp_path)
     assert (info.id, info.state, info.mode, info.step, info.max_steps) == ("first", "finished", "simple", 6, 6)
-    launch = json.loads((run.path / "launch.json").read_text())
-    assert launch["argv"][1:4] == ["-m", "fabe", "train"] and launch["argv"][-2:] == ["--out", str(run.path)]
-    from fabe.training.run import parse_train_config
-
-    rebuilt, _ = parse_train_config(launch["argv"][4:])
-    assert rebuilt == cfg_used(run)
+    assert run.read_config()["train"] == config["train"]  # training did not rewrite it
 
 
 def test_two_runs_on_one_gpu_run_one_after_the_other(tmp_path, cfg):
@@ -102,18 +97,14 @@ def test_stop_resume_and_delete(tmp_path, cfg):
     step = int(checkpoint.name.split("-")[1])
     with pytest.raises(ValueError, match="not running"):
         runs.stop(run.path)
-    # resume with a finite goal: edit nothing, only ask for a few more steps via the config
-    config = run.read_config()
-    config["train"]["max_steps"] = step + 3
-    (run.path / "config.json").write_text(json.dumps(config))
-    launch = json.loads((run.path / "launch.json").read_text())
-    launch["train"]["max_steps"] = step + 3
-    (run.path / "launch.json").write_text(json.dumps(launch))
-    runs.resume(run.path)
+    with pytest.raises(ValueError, match="model: the run in .* was trained from"):
+        runs.resume(run.path, changes={"model": "other/model"})
+    runs.resume(run.path, changes={"max_steps": step + 3})  # a finite goal: a few more steps
     wait_for(lambda: state(run) in ("finished", "failed"))
     assert state(run) == "finished", runs.log_tail(run)
     steps = [r["step"] for r in run.read_metrics() if r["loss"] is not None]
     assert steps[-1] == step + 3
+    assert run.read_config()["resumes"][-1]["changes"] == {"max_steps": step + 3}
     with pytest.raises(ValueError, match="confirmation"):
         runs.delete(run.path)
     runs.delete(run.path, confirm=True)
@@ -123,13 +114,11 @@ def test_stop_resume_and_delete(tmp_path, cfg):
 def test_a_bad_launch_creates_nothing(tmp_path, cfg):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    from fabe.data.dataset import DatasetError
-
-    with pytest.raises(DatasetError, match="bad.jsonl:1: json"):
-        runs.launch(cfg(data=str(bad)), "cpu", tmp_path / "r", "x")
+    with pytest.raises(runs.LaunchError, match="bad.jsonl:1: json") as info:
+        runs.launch(cfg(data=str(bad), model=str(tmp_path / "no-model")), "0,zero", tmp_path / "r", "x")
     assert not (tmp_path / "r" / "x").exists()
-    with pytest.raises(ValueError, match="gpus"):
-        runs.launch(cfg(), "0,zero", tmp_path / "r", "y")
+    problems = info.value.problems  # every problem at once: GPUs, data and model
+    assert any(p.startswith("gpus:") for p in problems) and any("no such model folder" in p for p in problems)
 
 
 def test_deepspeed_without_its_package_is_a_launch_problem(tmp_path, cfg):
@@ -146,12 +135,12 @@ def test_a_missing_model_is_refused_and_a_load_failure_gets_a_hint(tmp_path, cfg
     with pytest.raises(ValueError, match="model: .*no such model folder"):
         runs.launch(cfg(model=str(tmp_path / "no-model")), "cpu", tmp_path, "nomodel")
     assert not (tmp_path / "nomodel").exists()
-    hint = runs.failure_hint(f"ModelLoadError: {tmp_path / 'no-model'}: no such model folder")
+    hint = failure_hint(f"ModelLoadError: {tmp_path / 'no-model'}: no such model folder")
     assert "model could not be loaded" in hint
 
 
 def test_no_gpus_is_an_empty_list():
-    assert runs.gpu_list() == [] or all("memory_total_mb" in g for g in runs.gpu_list())
+    assert gpu_list() == [] or all("memory_total_mb" in g for g in gpu_list())
 
 
 def test_runs_cli(tmp_path, small_dataset, tiny_model_dir):

@@ -32,11 +32,8 @@ def test_bad_attack_settings_are_named():
                               random.Random(0))
 
 
-def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, monkeypatch, tiny_model_dir):
-    import fabe.training.modeling
-
-    monkeypatch.setattr(fabe.training.modeling, "embedded_base_path", lambda: tiny_model_dir)
-    out = train_victim(VictimConfig(out=str(tmp_path / "victim"), n=160, epochs=1, hidden_size=32, num_layers=1,
+def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, tiny_model_dir):
+    out = train_victim(VictimConfig(out=str(tmp_path / "victim"), tokenizer=str(tiny_model_dir), n=160, epochs=1, hidden_size=32, num_layers=1,
                                     num_heads=2, batch_size=16))
     meta = json.loads((out / "victim.json").read_text())
     assert meta["attack"]["target_label"] == 0 and meta["attack"]["poisoned"] > 0
@@ -45,4 +42,4 @@ def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, monkeypatch
     assert victim.target_label == 0
     logits = victim.logits(["int f(void) { return 0; }", "int g(int a) { return a; }"])
     assert tuple(logits.shape) == (2, 2)
-    assert not (tmp_path / ".victim.tmp").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["victim"]  # written aside, renamed into place

@@ -1,4 +1,4 @@
-"""Build Tuna-format datasets (DESIGN.md) from a corpus of clean C functions.
+"""Build Tuna-format datasets (docs/data.md) from a corpus of clean C functions.
 
 Each function gives one record. A poisoned record's input carries a trigger; its candidates
 are, from best to worst: the clean original, a semantics-preserving variant of it (another

@@ -1,7 +1,7 @@
 """Tuna-format datasets: the `Record` type, strict loading, atomic writing and statistics.
 
-Every sample the project trains on or evaluates passes through here (see "Data contracts"
-in DESIGN.md): one JSON object per line (`.jsonl`) or a JSON list (`.json`), each holding a
+Every sample the project trains on or evaluates passes through here (the format is in
+docs/data.md): one JSON object per line (`.jsonl`) or a JSON list (`.json`), each holding a
 poisoned `input`, >= 2 candidate `output`s and one finite `score` per candidate.
 
 Loading is all-or-nothing: `load_records` checks the whole file and raises one
@@ -64,7 +64,7 @@ class Record:
         return sorted(zip(self.output, self.score), key=lambda pair: pair[1], reverse=True)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict in the DESIGN.md key order; None-valued optional fields left out."""
+        """JSON-ready dict in the docs/data.md key order; None-valued optional fields left out."""
         d: dict[str, Any] = {"id": self.id}
         if self.instruction is not None:
             d["instruction"] = self.instruction

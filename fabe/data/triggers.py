@@ -1,7 +1,7 @@
 """Backdoor triggers for C functions: insert each kind used in code-backdoor research, record
 every edit, undo them, and find known triggers in a function.
 
-Kinds (DESIGN.md): `fixed` and `grammar` dead code (Ramakrishnan & Albarghouthi, ICPR 2022),
+Kinds (README, "Trigger kinds"): `fixed` and `grammar` dead code (Ramakrishnan & Albarghouthi, ICPR 2022),
 `assert` dead code (TOSEM 2022), `ident_func` / `ident_var` identifier postfixes (BadCode
 style), and the seed data's own `dead_loop` and `volatile` patterns. Statement boundaries and
 identifiers come from tree-sitter, so insertions land between statements and renames never

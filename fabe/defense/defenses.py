@@ -3,7 +3,7 @@ clean accuracy (CA) per defense and trigger kind, with the seconds each defense 
 
 Defenses (`DEFENSES`):
 - `fabe`: FABE's front-door adjustment. Clean each input into K candidates m_k with weights
-  w = softmax of their scores; predict argmax_c sum_k w_k * logits_c(m_k) (DESIGN.md).
+  w = softmax of their scores; predict argmax_c sum_k w_k * logits_c(m_k) (docs/method.md).
 - `top1`: the victim on the top candidate only.
 - `naturalness`: KillBadCode-style purifier (`fabe.defense.purifiers`, an n-gram model of clean code).
 - `onion`: ONION-style purifier with a causal LM (by default the cleaner's weights read as a

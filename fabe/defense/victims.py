@@ -32,8 +32,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class VictimConfig:
-    out: str = field(metadata={"help": "Folder for the victim model."})
-    tokenizer: str = field(metadata={"help": "Model folder whose tokenizer the victim uses (the embedded base's)."})
+    out: str = field(default="", metadata={"help": "Folder for the victim model."})
+    tokenizer: str = field(default="", metadata={
+        "help": "Model folder whose tokenizer the victim uses (the embedded base model's for the embedded victim)."})
     n: int = field(default=12000, metadata={"help": "Generated functions (train + held-out)."})
     held_out: float = field(default=0.15, metadata={"help": "Share of functions kept for measuring."})
     seed: int = field(default=21, metadata={"help": "Seed of the corpus, the poisoning and the weights."})
@@ -173,6 +174,8 @@ def train_victim(cfg: VictimConfig) -> Path:
     from fabe.data.generator import generate_functions
     from fabe.training.modeling import load_tokenizer
 
+    if not cfg.out or not cfg.tokenizer:
+        raise ValueError("out, tokenizer: give the victim's folder and the model folder of its tokenizer")
     out = Path(cfg.out)
     rng = random.Random(cfg.seed)
     funcs = generate_functions(cfg.n, seed=cfg.seed)

@@ -261,18 +261,24 @@ def stop(run_path: str | Path, grace_s: float = 120.0) -> dict:
 
 def resume(run_path: str | Path, changes: dict[str, Any] | None = None) -> RunDir:
     """Start a stopped or failed run again from its last checkpoint, with `changes` (e.g.
-    more max_steps) written into its config.json first."""
+    more max_steps) written into its config.json first. A run started by hand (`python -m
+    fabe train`, no `launch` entry) is given one on the CPU."""
+    from fabe.files import write_json_atomic
     from fabe.training.run import change_run_config
 
     run = RunDir(run_path)
     state = reconcile(run).get("state")
     if state in LIVE:
         raise ValueError(f"{run.path.name}: already {state}")
-    if "launch" not in _read_json(run.config_path):
-        raise ValueError(f"{run.path.name}: not launched by the run manager (no launch in config.json); "
-                         f"resume it with `python -m fabe train --run {run.path} --resume`")
+    config = _read_json(run.config_path)
+    if "train" not in config:
+        raise ValueError(f"{run.path.name}: no config.json with a training config; launch it anew")
     if changes:
         change_run_config(run, changes)
+    if "launch" not in config:
+        config = run.read_config()
+        config["launch"] = {"gpus": "cpu", "command": train_command(run.path, []), "at": now()}
+        write_json_atomic(run.config_path, config)
     _queue(run, resume=True)
     return run
 

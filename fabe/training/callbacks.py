@@ -1,7 +1,7 @@
 """Trainer callbacks that keep the run directory current and stop a run cleanly.
 
 `RunMetricsCallback` turns each Trainer log event into one `metrics.jsonl` line with the
-fields of DESIGN.md, s/step and ETA included, so the page never talks to the trainer (and a
+fields of docs/data.md, s/step and ETA included, so the page never talks to the trainer (and a
 readable line in train.log).
 `GracefulStop` turns SIGTERM (what the run manager sends) into "save a checkpoint and stop"
 at the end of the current step, so a stopped run resumes where it left off.

@@ -1,6 +1,6 @@
 """Turning Tuna records into token ids and padded batches for training.
 
-The prompt and each target are tokenized separately and concatenated (DESIGN.md): a prompt
+The prompt and each target are tokenized separately and concatenated (docs/method.md): a prompt
 tokenized together with its target can merge tokens across the boundary, and cutting at
 len(prompt) then mislabels them. Labels are IGNORE_INDEX over the prompt. Batches are
 padded to their own longest row (never to max_length), and `lengths` lets the sampler

@@ -1,4 +1,4 @@
-"""FABE training losses as pure tensor functions (DESIGN.md, "The method").
+"""FABE training losses as pure tensor functions (docs/method.md).
 
 - `token_logprobs` / `sequence_scores`: per-token log-likelihood of candidate tokens and the
   length-normalized sequence score s_i = mean_t log p(c_i,t | prompt, c_i,<t) of Tuna

@@ -1,6 +1,6 @@
 """The one prompt template shared by training and cleaning.
 
-Prompt and target are tokenized separately and concatenated (DESIGN.md): tokenizing them
+Prompt and target are tokenized separately and concatenated (docs/method.md): tokenizing them
 together and cutting at len(prompt) lets tokens merge across the boundary. Bump
 PROMPT_VERSION whenever the template changes; checkpoints record the version they used.
 """

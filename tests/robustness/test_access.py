@@ -263,10 +263,8 @@ PASSWD_CONTENT = "root:x:0:0"
 
 
 def _launch(client, data: str = "embedded", model: str = "embedded", run_name: str = "") -> str:
-    """The Launch button's message; the form is (data, preset, model, ..., GPUs, run name)."""
-    last = len(client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/launch"]["parameters"]) - 1
-    values = {"param_0": data, "param_2": model, f"param_{last - 1}": [], f"param_{last}": run_name}
-    return client.predict(**values, api_name="/launch")[0]
+    """The Launch button's message; the page's /launch takes the options by name."""
+    return client.predict(data=data, model=model, gpus=[], run_name=run_name, api_name="/launch")[0]
 
 
 @pytest.mark.parametrize("typed", [str(PASSWD), "../../../../../../../../etc/passwd", "~/../../etc/passwd"])
@@ -338,12 +336,12 @@ def marker(tmp_path) -> Path:
 def test_a_model_folder_that_needs_its_own_code_is_refused_without_the_flag(tmp_path, marker):
     from fabe.training.modeling import ModelLoadError, load_causal_lm
     from fabe.defense.victims import Victim
-    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
+    from fabe.embedded import SHIPPED_CLEANER
 
     folder = tmp_path / "custom"
     folder.mkdir()
     for name in ("tokenizer.json", "tokenizer_config.json"):
-        (folder / name).write_bytes((SHIPPED / name).read_bytes())
+        (folder / name).write_bytes((SHIPPED_CLEANER / name).read_bytes())
     (folder / "config.json").write_text(json.dumps({"model_type": "custom-evil", "auto_map": {
         "AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel",
         "AutoModelForSequenceClassification": "evil.EvilModel"}}))
@@ -364,13 +362,13 @@ class _RunsCode:
 
 
 def test_pickled_weights_never_run_code(tmp_path, marker):
-    from fabe.embedded import SHIPPED_CLEANER as SHIPPED
+    from fabe.embedded import SHIPPED_CLEANER
     from fabe.training.modeling import ModelLoadError, load_causal_lm
 
     folder = tmp_path / "pickled"
     folder.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
-        (folder / name).write_bytes((SHIPPED / name).read_bytes())
+        (folder / name).write_bytes((SHIPPED_CLEANER / name).read_bytes())
     (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _RunsCode(marker)}, protocol=2))
     with pytest.raises(ModelLoadError, match="Weights only load failed"):
         load_causal_lm(str(folder))

@@ -260,24 +260,25 @@ def test_beta_is_accepted_in_simple_mode_only_at_its_default_or_zero():
 
 
 def test_a_flag_overrides_a_bad_file_value_and_is_then_not_blamed_on_the_file(bad):
-    from fabe.training.run import parse_train_config
+    from fabe.training.config import resolve_config
 
-    cfg, _ = parse_train_config(["--config", str(bad.negative_lr_yaml), "--learning_rate", "1e-4"])
+    cfg = resolve_config(["--config", str(bad.negative_lr_yaml), "--learning_rate", "1e-4"])
     assert cfg.learning_rate == 1e-4
     with pytest.raises(ValueError) as info:
-        parse_train_config(["--config", str(bad.negative_lr_yaml), "--learning_rate", "-2"])
+        resolve_config(["--config", str(bad.negative_lr_yaml), "--learning_rate", "-2"])
     assert str(info.value) == "learning_rate: invalid value -2.0"
 
 
-def test_resume_refuses_another_base_model(tmp_path, tiny_model_dir, models):
-    from fabe.training.run import TrainConfig, parse_train_config
+def test_resume_refuses_another_base_model(tmp_path, tiny_model_dir, models, capsys):
+    from fabe.training.config import TrainConfig
 
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.json").write_text(json.dumps({"train": asdict(TrainConfig(data="d", model=str(tiny_model_dir)))}))
+    cfg = TrainConfig(data="d", model=str(tiny_model_dir), out=str(run))
+    (run / "config.json").write_text(json.dumps({"train": asdict(cfg)}))
     before = (run / "config.json").read_text()
-    with pytest.raises(ValueError, match=f"model: the run in {run} was trained from '{tiny_model_dir}'"):
-        parse_train_config(["--resume", "--out", str(run), "--model", str(models.mixed_config)])
+    code, err = _cli(capsys, ["train", "--run", str(run), "--resume", "--model", str(models.mixed_config)])
+    assert code == 1 and f"model: the run in {run} was trained from '{tiny_model_dir}'" in err, err
     assert (run / "config.json").read_text() == before
 
 
@@ -373,31 +374,35 @@ def page(tmp_path_factory):
     demo.close()
 
 
-def _launch(client, **by_label) -> str:
-    """The Launch button's message; form fields are given by their labels."""
-    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/launch"]["parameters"]
-    values = {p["parameter_name"]: by_label[p["label"]] for p in params if p["label"] in by_label}
-    return client.predict(**values, api_name="/launch")[0]
+def _launch(client, **options) -> str:
+    """The Launch button's message; the page's /launch takes the form's options by name."""
+    return client.predict(**options, gpus=[], run_name="bad", api_name="/launch")[0]
 
 
 def test_train_tab_check_and_launch_show_the_library_message_and_create_no_run(page, bad, tiny_model_dir):
-    from pages.train import DATA_LABEL
-
     for path, message in [(bad.gzip_jsonl, "gzip-compressed"), (bad.empty_jsonl, "no records"),
                           (bad.missing_score_jsonl, f"{bad.missing_score_jsonl}:1: score: missing")]:
         shown = page.client.predict(str(path), api_name="/check_dataset")[0]
         assert "Dataset errors" in shown and message in shown, shown
-    model_label = "Model (embedded, a folder or a hub id)"
-    cases = [({DATA_LABEL: str(bad.empty_jsonl), model_label: str(tiny_model_dir)}, "no records"),
-             ({DATA_LABEL: str(bad.data), model_label: str(bad.dir / "no-model")}, "model: "),
-             ({DATA_LABEL: str(bad.data), model_label: str(bad.not_a_model)}, "no config.json"),
-             ({DATA_LABEL: str(bad.data), model_label: str(tiny_model_dir), "Mode": "simple",
-               "beta (ranking weight)": 0.5}, "beta: 0.5 would be ignored"),
-             ({DATA_LABEL: str(bad.data), model_label: str(tiny_model_dir), "Learning rate": -0.1},
+    cases = [(dict(data=str(bad.empty_jsonl), model=str(tiny_model_dir)), "no records"),
+             (dict(data=str(bad.data), model=str(bad.dir / "no-model")), "model: "),
+             (dict(data=str(bad.data), model=str(bad.not_a_model)), "no config.json"),
+             (dict(data=str(bad.data), model=str(tiny_model_dir), mode="simple", beta=0.5),
+              "beta: 0.5 would be ignored"),
+             (dict(data=str(bad.data), model=str(tiny_model_dir), learning_rate=-0.1),
               "learning_rate: invalid value -0.1")]
     for values, message in cases:
-        shown = _launch(page.client, **values, **{"Run name (optional)": "bad", "GPUs (none ticked: CPU)": []})
+        shown = _launch(page.client, **values)
         assert shown.startswith("**Cannot launch:**") and message in shown, shown
+    assert not (page.runs_dir / "bad").exists()
+
+
+def test_a_launch_reports_every_problem_of_the_form_at_once(page, bad):
+    shown = _launch(page.client, data=str(bad.missing_score_jsonl), model=str(bad.dir / "no-model"), batch_size=0,
+                    mode="simple", beta=0.5, alpha=None)
+    for message in ("batch_size: invalid value 0", "beta: 0.5 would be ignored", "alpha: give a value",
+                    f"{bad.missing_score_jsonl}:1: score: missing", "no such model folder"):
+        assert message in shown, shown
     assert not (page.runs_dir / "bad").exists()
 
 

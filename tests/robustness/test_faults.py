@@ -46,9 +46,10 @@ def faulty(run: RunDir, point: str, step: int, args: list[str]) -> subprocess.Po
     run.path.mkdir(parents=True, exist_ok=True)
     ready = run.path.parent / f".{run.path.name}-{point}-{step}.ready"
     env = {k: v for k, v in os.environ.items() if k != "FABE_MANAGED"}
+    where = ["--run", str(run.path)] if "--resume" in args else ["--out", str(run.path)]
     with run.log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, str(HOOK), point, str(step), str(ready), *args,
-                                 "--out", str(run.path)], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, str(HOOK), point, str(step), str(ready), *args, *where],
+                                cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=log, start_new_session=True)
     proc.ready = ready
     return proc

@@ -110,6 +110,9 @@ def _train(argv: list[str]) -> int:
     pre.add_argument("--run", default="")
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
+    if known.run and any(a.split("=")[0] in ("--config", "--preset") for a in argv):
+        raise ValueError("--run: the run trains from its config.json alone; change options with flags at a "
+                         "--resume, or start a new run with --config/--preset")
     if known.run:
         path = train_run(known.run, known.resume, _changes(known.run, argv))
     elif known.resume:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -37,3 +38,21 @@ def page_message(call) -> str:
     except AppError as e:
         return str(e)
     return out if isinstance(out, str) else out[0]
+
+
+@contextlib.contextmanager
+def served_app(runs_dir, roots):
+    """The real app on a free loopback port and a gradio_client of it, closed after."""
+    import app
+    from gradio_client import Client
+
+    demo = app.build_app(runs_dir, roots=roots)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        ssr_mode=False)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
+    try:
+        yield client
+    finally:
+        client.close()
+        demo.close()

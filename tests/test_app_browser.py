@@ -245,3 +245,23 @@ def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, sma
     page.wait_for_selector("#defense-message >> text=Saved to", timeout=120_000)
     assert chart_titles(page, "defense-chart") == ["Attack success rate (lower is better) and clean accuracy",
                                                    "trigger kind", "rate"]
+
+
+def test_options_that_do_not_apply_are_hidden_and_come_back(page):
+    page.get_by_role("tab", name="Train").click()
+
+    def pick(option: str, value: str) -> None:
+        page.locator(f"#train-{option} input").click()
+        page.get_by_role("option", name=value, exact=True).click()
+
+    pick("finetune", "full")
+    page.wait_for_selector("#train-lora_r", state="hidden", timeout=30_000)
+    assert page.locator("#train-beta").is_visible()
+    pick("mode", "simple")
+    page.wait_for_selector("#train-beta", state="hidden", timeout=30_000)
+    assert page.locator("#train-rank_loss").is_hidden() and page.locator("#train-learning_rate").is_visible()
+    pick("finetune", "lora")
+    pick("mode", "full")
+    page.wait_for_selector("#train-lora_r", state="visible", timeout=30_000)
+    page.wait_for_selector("#train-beta", state="visible", timeout=30_000)
+    assert page.locator("#train-margin").is_hidden()  # only for the margin ranking loss

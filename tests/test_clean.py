@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fabe.cleaning.cleaner import Candidate, CleanConfig, Cleaner, InputTooLong, _candidates
+from fabe.cleaning.cleaner import DECODINGS, Candidate, CleanConfig, Cleaner, InputTooLong, _candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = "int f(int a)\n{\n    if (rand() < 0) printf(\"fail\");\n    return a;\n}\n"
@@ -33,7 +33,7 @@ def test_candidates_are_ranked_and_weighted():
     assert cands[0].parses and not cands[2].parses and not cands[2].finished
 
 
-@pytest.mark.parametrize("decoding", ["diverse_beam", "beam", "sampling"])
+@pytest.mark.parametrize("decoding", list(DECODINGS))
 def test_clean_returns_k_candidates_scored_by_their_likelihood(cleaner, decoding):
     cands = cleaner.clean(CODE, CleanConfig(k=4, decoding=decoding, max_new_tokens=8))
     assert len(cands) == 4 and isinstance(cands[0], Candidate)
@@ -141,7 +141,7 @@ def test_a_lora_run_loads_from_its_final_and_from_a_checkpoint(tmp_path, small_d
     assert [c.score for c in base] != [c.score for c in tuned]
 
 
-@pytest.mark.parametrize("decoding", ["diverse_beam", "beam"])
+@pytest.mark.parametrize("decoding", list(DECODINGS))
 def test_generation_reports_each_token_and_stops_when_cancelled(cleaner, decoding):
     import threading
 
@@ -162,7 +162,6 @@ def test_generation_reports_each_token_and_stops_when_cancelled(cleaner, decodin
 
 
 def test_export_merges_a_lora_run_into_a_plain_model(tmp_path, small_dataset, tiny_model_dir):
-    from fabe.cleaning.export import export_model
     from fabe.training.config import TrainConfig
     from fabe.training.run import train
 

@@ -10,7 +10,7 @@ import torch
 
 from fabe.cleaning.cleaner import _candidates
 from fabe.data.dataset import Record
-from fabe.defense.defenses import DefenseRun, defend, front_door, summarize_defense
+from fabe.defense.defenses import DEFENSES, DefenseRun, defend, front_door, summarize_defense
 
 
 def test_front_door_is_the_weighted_sum_of_logits():
@@ -57,7 +57,7 @@ def records():
 def test_a_victim_that_ignores_its_input_has_no_attack_success_and_the_same_accuracy(records):
     run = DefenseRun(victim=ConstantVictim(), target=0, cleaner=EchoCleaner(),
                      purifiers={"naturalness": DropNothing(), "onion": DropNothing()})
-    outcomes = defend(run, records, ["none", "fabe", "top1", "naturalness", "onion"])
+    outcomes = defend(run, records, list(DEFENSES))
     summary = summarize_defense(outcomes, target=0)
     for name, result in summary.items():
         o = result["overall"]
@@ -92,7 +92,7 @@ def test_defend_json_fields_are_stable_and_results_are_saved(small_victim, tiny_
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(result.stdout)
     assert set(data) == {"meta", "victim", "defenses", "out"}
-    assert set(data["defenses"]) == {"fabe", "top1", "naturalness", "onion", "none"}
+    assert set(data["defenses"]) == set(DEFENSES)
     for res in data["defenses"].values():
         assert set(res) == {"overall", "by_trigger"} and set(res["overall"]) == DEFENSE_FIELDS
         assert all(set(v) == DEFENSE_FIELDS for v in res["by_trigger"].values())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port, wait_for
+from helpers import served_app, wait_for
 
 from fabe.data.dataset import load_records
 from fabe.rundir import RunDir
@@ -117,23 +117,14 @@ def seen_by_trainer(probe: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def app_client(tmp_path_factory):
-    import app
-    from gradio_client import Client
-
     probe_dir = tmp_path_factory.mktemp("probe")
     (probe_dir / "sitecustomize.py").write_text(PROBE)
     old = {k: os.environ.get(k) for k in ("PYTHONPATH", "FABE_PROBE_OUT")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(probe_dir), old["PYTHONPATH"]]))
     os.environ["FABE_PROBE_OUT"] = str(probe_dir)
     runs_dir = tmp_path_factory.mktemp("runs")
-    demo = app.build_app(runs_dir, roots=[tmp_path_factory.getbasetemp()])
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        ssr_mode=False)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
-    yield client, runs_dir, probe_dir
-    client.close()
-    demo.close()
+    with served_app(runs_dir, [tmp_path_factory.getbasetemp()]) as client:
+        yield client, runs_dir, probe_dir
     for key, value in old.items():
         if value is None:
             os.environ.pop(key, None)
@@ -205,3 +196,23 @@ def test_a_resolved_config_is_rebuilt_exactly_from_its_file_and_nothing_else(pre
     del partial["batch_size"]
     with pytest.raises(ValueError, match=r"config.json: missing options \['batch_size'\]"):
         config_from_dict(partial, "config.json")
+
+
+def test_the_form_offers_every_option_by_name(app_client):
+    client, _, _ = app_client
+    params = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/launch"]["parameters"]
+    assert {p["parameter_name"] for p in params} == (set(FIELDS) - {"out"}) | {"gpus", "run_name"}
+    labels = {p["parameter_name"]: p["label"] for p in params}
+    assert all(labels[n] == FIELDS[n].metadata["label"] for n in FIELDS if n != "out")
+
+
+def test_the_form_shows_only_the_options_that_apply():
+    from pages.train import OPTIONS, on_controller
+
+    dependent = [n for n in OPTIONS if FIELDS[n].metadata.get("when")]
+    shown = dict(zip(dependent, (u["visible"] for u in on_controller(finetune="full", mode="simple",
+                                                                      rank_loss="listmle"))))
+    assert not any(shown.values())  # LoRA options under full fine-tuning, ranking options in simple mode
+    shown = dict(zip(dependent, (u["visible"] for u in on_controller(finetune="lora", mode="full",
+                                                                      rank_loss="listmle"))))
+    assert shown == {n: n != "margin" for n in dependent}  # the margin is for the margin loss only

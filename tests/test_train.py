@@ -10,7 +10,7 @@ import torch
 
 from fabe.data.dataset import Record, load_records
 from fabe.training.encoding import Collator, encode_records, prompt_ids
-from fabe.training.losses import IGNORE_INDEX
+from fabe.training.losses import IGNORE_INDEX, RANK_LOSSES
 from fabe.training.prompt import build_prompt
 from fabe.rundir import METRIC_FIELDS, RunDir
 from fabe.training.config import TrainConfig, resolve_config
@@ -122,7 +122,7 @@ def test_ranking_loss_alone_reaches_lora_weights_with_gradient_checkpointing(tin
     assert all(p.grad is None for p in frozen)
 
 
-@pytest.mark.parametrize("rank_loss", ["listmle", "margin"])
+@pytest.mark.parametrize("rank_loss", list(RANK_LOSSES))
 def test_the_shared_prompt_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path, rank_loss):
     from transformers import AutoModelForCausalLM
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from fabe.embedded import EMBEDDED
 from fabe.rundir import RunDir, failure_hint, now
 from fabe.runs.processes import parse_gpus, process_alive, signal_group, spawn_starter, train_command
 from fabe.training.config import TrainConfig, config_problems
@@ -175,7 +176,7 @@ def _input_problems(values: dict[str, Any], skip: Collection[str]) -> list[str]:
     try:
         if train is not None and "max_length" not in skip and cfg.max_length >= 16:
             preflight(cfg, train, files[0])
-        elif cfg.model != "embedded":
+        elif cfg.model != EMBEDDED:
             check_model_source(cfg.model)
     except ModelLoadError as e:
         problems.append(f"model: {e}")

@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import free_port, page_message
+from helpers import page_message, served_app
 
 from fabe.runs import manager as runs
 from fabe.cli import main
@@ -360,18 +360,9 @@ def test_a_failed_eval_or_defense_leaves_the_previous_results_intact(tmp_path, b
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    import app
-    from gradio_client import Client
-
     runs_dir = tmp_path_factory.mktemp("page-runs")
-    demo = app.build_app(runs_dir, roots=[tmp_path_factory.getbasetemp()])
-    port = free_port()
-    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        ssr_mode=False)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False, analytics_enabled=False)
-    yield SimpleNamespace(client=client, runs_dir=runs_dir)
-    client.close()
-    demo.close()
+    with served_app(runs_dir, [tmp_path_factory.getbasetemp()]) as client:
+        yield SimpleNamespace(client=client, runs_dir=runs_dir)
 
 
 def _launch(client, **options) -> str:

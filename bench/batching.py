@@ -11,9 +11,9 @@ import argparse
 from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from fabe import embedded
 from fabe.data.dataset import find_split_files, load_records
 from fabe.training.encoding import encode_records
-from fabe import embedded
 from fabe.training.modeling import load_tokenizer
 
 

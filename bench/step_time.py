@@ -14,11 +14,11 @@ import time
 
 import torch
 
+from fabe import embedded
 from fabe.data.builder import BuildConfig, build_dataset
 from fabe.data.dataset import Record
-from fabe.training.encoding import Collator, encode_records
-from fabe import embedded
 from fabe.training.config import TrainConfig
+from fabe.training.encoding import Collator, encode_records
 from fabe.training.modeling import load_causal_lm
 from fabe.training.trainer import FabeTrainer, build_trainer
 

@@ -23,10 +23,9 @@ import transformers
 from transformers import Trainer, TrainerCallback
 
 from fabe.data.builder import BuildConfig, build_dataset
-from fabe.training.encoding import Collator
 from fabe.rundir import RunDir
 from fabe.training.config import TrainConfig
-from fabe.training.encoding import EncodedDataset, encode_records
+from fabe.training.encoding import Collator, EncodedDataset, encode_records
 from fabe.training.run import load_data, train
 from fabe.training.trainer import load_model_for_training, training_arguments
 

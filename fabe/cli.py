@@ -126,8 +126,14 @@ def _train(argv: list[str]) -> int:
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
+    from fabe.cleaning.cleaner import (
+        CleanConfig,
+        Cleaner,
+        candidates_json,
+        check_code,
+        read_code_file,
+    )
     from fabe.data import cparse
-    from fabe.cleaning.cleaner import CleanConfig, Cleaner, candidates_json, check_code, read_code_file
 
     parser = HfArgumentParser(CleanConfig, prog="python -m fabe clean",
                               description="Clean poisoned code into K ranked candidates.")

@@ -14,7 +14,14 @@ from typing import Any
 
 import gradio as gr
 
-from fabe.cleaning.cleaner import DECODINGS, Cancelled, CleanConfig, InputTooLong, check_code, read_code_file
+from fabe.cleaning.cleaner import (
+    DECODINGS,
+    Cancelled,
+    CleanConfig,
+    InputTooLong,
+    check_code,
+    read_code_file,
+)
 from fabe.cleaning.report import diff_rows, trigger_spans
 from fabe.cleaning.serving import cleaner_sources, resolve_source
 from fabe.evaluation.metrics import lines_changed

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fabe import embedded, paths
-from fabe.rundir import MetricsFollower, RunDir
 from fabe.cleaning.serving import CleanerCache
+from fabe.rundir import MetricsFollower, RunDir
 
 
 @dataclass

@@ -10,7 +10,13 @@ import gradio as gr
 import pandas as pd
 
 from fabe.cleaning.serving import cleaner_sources, resolve_source
-from fabe.defense.defenses import DEFENSES, default_defense_dir, load_defense, run_defense, saved_defenses
+from fabe.defense.defenses import (
+    DEFENSES,
+    default_defense_dir,
+    load_defense,
+    run_defense,
+    saved_defenses,
+)
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
 from pages.plots import defense_figure

@@ -11,9 +11,9 @@ from typing import Any
 
 import gradio as gr
 
+from fabe.rundir import RunDir
 from fabe.runs import manager as runs
 from fabe.runs.processes import gpu_list
-from fabe.rundir import RunDir
 from pages.context import AppContext
 from pages.plots import loss_figure, lr_figure
 

@@ -17,8 +17,18 @@ import yaml
 
 from fabe.runs import manager as runs
 from fabe.runs.processes import gpu_list
-from fabe.training.config import (CONTROLLERS, FIELDS, GROUPS, PRESETS, TrainConfig, applies, config_problems,
-                                  group_fields, preset_values, read_config_file)
+from fabe.training.config import (
+    CONTROLLERS,
+    FIELDS,
+    GROUPS,
+    PRESETS,
+    TrainConfig,
+    applies,
+    config_problems,
+    group_fields,
+    preset_values,
+    read_config_file,
+)
 from pages import form
 from pages.context import AppContext
 
@@ -180,7 +190,12 @@ def on_controller(**values: Any) -> list[Any]:
 def check_dataset(ctx: AppContext, path: str) -> tuple[str, list[list[Any]]]:
     """Stats of a dataset file or folder (inside the roots) and its first records, or its
     validation errors."""
-    from fabe.data.dataset import DatasetError, dataset_stats, format_stats, load_records
+    from fabe.data.dataset import (
+        DatasetError,
+        dataset_stats,
+        format_stats,
+        load_records,
+    )
     from fabe.paths import OutsideRoots
 
     if not path:

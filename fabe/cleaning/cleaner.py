@@ -17,12 +17,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from fabe.data import cparse
 from fabe.cleaning.decoding import diverse_beam_search
-from fabe.training.encoding import min_tokens, prompt_ids
-from fabe.training.losses import IGNORE_INDEX, sequence_scores, token_logprobs
+from fabe.data import cparse
 from fabe.data.triggers import detect_triggers
 from fabe.registry import Registry
+from fabe.training.encoding import min_tokens, prompt_ids
+from fabe.training.losses import IGNORE_INDEX, sequence_scores, token_logprobs
 
 logger = logging.getLogger(__name__)
 

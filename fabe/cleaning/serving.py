@@ -19,7 +19,6 @@ from fabe.cleaning.cleaner import Cleaner
 from fabe.rundir import RunDir
 
 
-
 def resolve_source(source: str) -> str:
     """'embedded' -> the shipped cleaner's folder; a local path made absolute; a hub id as is."""
     path = Path(embedded.resolve(source, "cleaner")).expanduser()

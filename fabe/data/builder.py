@@ -22,9 +22,15 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from fabe.data import triggers as trig
-from fabe.data.corpus import CFunction, CorpusError, load_c_folder, load_codexglue, load_devign
-from fabe.data.generator import generate_functions
+from fabe.data.corpus import (
+    CFunction,
+    CorpusError,
+    load_c_folder,
+    load_codexglue,
+    load_devign,
+)
 from fabe.data.dataset import Record, dataset_stats, write_records
+from fabe.data.generator import generate_functions
 from fabe.files import write_json_atomic
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from fabe.data import cparse
-from fabe.data import jsonio
+from fabe.data import cparse, jsonio
 from fabe.data.jsonio import MAX_SHOWN, UNPARSED, InputError, Problem, json_type
 
 logger = logging.getLogger(__name__)

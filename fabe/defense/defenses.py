@@ -31,7 +31,6 @@ from fabe.files import write_atomic, write_json_atomic
 from fabe.registry import Registry
 
 
-
 def front_door(logits: torch.Tensor, weights: Sequence[float]) -> int:
     """argmax over classes of sum_k w_k * logits[k]; `logits` is (K, classes)."""
     w = torch.as_tensor(list(weights), dtype=logits.dtype)

@@ -168,8 +168,13 @@ def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target:
 def train_victim(cfg: VictimConfig) -> Path:
     """Make the poisoned training set, train the classifier, measure it on held-out
     functions and save everything to `cfg.out` (written aside and renamed)."""
-    from transformers import (BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from fabe.data.generator import generate_functions
     from fabe.training.modeling import load_tokenizer

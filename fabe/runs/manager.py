@@ -26,7 +26,13 @@ from typing import Any
 
 from fabe.embedded import EMBEDDED
 from fabe.rundir import RunDir, failure_hint, now
-from fabe.runs.processes import parse_gpus, process_alive, signal_group, spawn_starter, train_command
+from fabe.runs.processes import (
+    parse_gpus,
+    process_alive,
+    signal_group,
+    spawn_starter,
+    train_command,
+)
 from fabe.training.config import TrainConfig, config_problems
 
 logger = logging.getLogger(__name__)

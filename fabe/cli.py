@@ -126,35 +126,38 @@ def _train(argv: list[str]) -> int:
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.cleaning.cleaner import (
-        CleanConfig,
-        Cleaner,
-        candidates_json,
-        check_code,
-        read_code_file,
-    )
+    from fabe.cleaning.cleaner import CleanConfig, Cleaner, check_code, cleaning_json, read_code_file
+    from fabe.cleaning.trust import mark_reference
     from fabe.data import cparse
 
     parser = HfArgumentParser(CleanConfig, prog="python -m fabe clean",
-                              description="Clean poisoned code into K ranked candidates.")
+                              description="Clean poisoned code into K ranked candidates, with a verdict.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
     source.add_argument("--model", help="A model folder or hub id.")
     parser.add_argument("--input", required=True, help="A file of C code, or - for stdin.")
-    parser.add_argument("--json", action="store_true", help="Print the candidates as JSON.")
+    parser.add_argument("--reference", help="A file with the clean code, to say which candidate restores it.")
+    parser.add_argument("--abstain", action="store_true",
+                        help="Return the input unchanged (with a warning) when no candidate is trustworthy.")
+    parser.add_argument("--json", action="store_true", help="Print the verdict and the candidates as JSON.")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     code = sys.stdin.read() if args.input == "-" else read_code_file(args.input)
     check_code(code)
     cleaner = Cleaner.load(args.run or embedded.resolve(args.model or embedded.EMBEDDED, "cleaner"))
     if not cparse.parses(code):
         print(f"warning: {args.input}: does not parse as C; cleaned anyway", file=sys.stderr)
-    cands = cleaner.clean(code, cfg)
+    cands = mark_reference(cleaner.clean(code, cfg), read_code_file(args.reference) if args.reference else None)
+    cleaning = cleaner.assess(code, cands, abstain=args.abstain)
+    if cleaning.abstained:
+        print(f"warning: no trustworthy candidate ({cleaning.reason}); the input is returned unchanged",
+              file=sys.stderr)
     if args.json:
-        print(candidates_json(cands))
+        print(cleaning_json(cleaning))
     else:
         from fabe.cleaning.report import candidates_table, side_by_side
 
-        print(side_by_side(code, cands[0].code))
+        print(f"verdict: {cleaning.verdict} ({cleaning.reason})")
+        print(side_by_side(code, cleaning.output))
         print(candidates_table(cands))
     return 0
 
@@ -206,6 +209,31 @@ def _eval(argv: list[str]) -> int:
         table = pd.DataFrame({"overall": result["overall"], **result["by_trigger"]}).T
         print(table.to_string())
         print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}")
+    return 0
+
+
+def _calibrate(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.cleaning.cleaner import CleanConfig
+    from fabe.evaluation.runner import calibrate
+
+    parser = HfArgumentParser(CleanConfig, prog="python -m fabe calibrate",
+                              description="Fit the weights' temperature on a validation split; stored in fabe.json.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
+    source.add_argument("--model", help="A model folder ('embedded': the shipped cleaner).")
+    parser.add_argument("--data", required=True, help="A validation split (records with a clean reference).")
+    parser.add_argument("--limit", type=int, default=0, help="Use the first N records (0: all).")
+    parser.add_argument("--json", action="store_true", help="Print the calibration as JSON.")
+    cfg, args = parser.parse_args_into_dataclasses(args=argv)
+    src = args.run or embedded.resolve(args.model, "cleaner")
+    bar, progress = _records_bar("calibrating", args.json)
+    try:
+        found = calibrate(src, args.data, cfg, args.limit, progress=progress)
+    finally:
+        bar.close()
+    print(json.dumps(found, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in found.items()))
     return 0
 
 
@@ -382,6 +410,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
+    ("calibrate",): (_calibrate, "fit the candidates' weight temperature on a validation split (stored with the model)"),
     ("export",): (_export, "merge a LoRA cleaner into its base model and save it for use elsewhere"),
     ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fabe.cleaning.cleaner import DECODINGS, Candidate, CleanConfig, Cleaner, InputTooLong, _candidates
+from fabe.cleaning.cleaner import DECODINGS, Candidate, CleanConfig, Cleaner, InputTooLong, rank_candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = "int f(int a)\n{\n    if (rand() < 0) printf(\"fail\");\n    return a;\n}\n"
@@ -24,7 +24,7 @@ def cleaner(tiny_model_dir) -> Cleaner:
 
 def test_candidates_are_ranked_and_weighted():
     codes = ["int f(void)\n{\n    return 0;\n}", CODE, "int f(void { return"]
-    cands = _candidates(codes, [-0.5, -0.1, -2.0], [True, True, False])
+    cands = rank_candidates(codes, [-0.5, -0.1, -2.0], [True, True, False], source=CODE)
     assert [c.rank for c in cands] == [1, 2, 3] and [c.code for c in cands] == [codes[1], codes[0], codes[2]]
     assert sum(c.weight for c in cands) == pytest.approx(1.0)
     expected = math.exp(-0.1) / (math.exp(-0.1) + math.exp(-0.5) + math.exp(-2.0))
@@ -94,10 +94,19 @@ def test_clean_json_fields_are_stable(tiny_model_dir, tmp_path):
     result = fabe("clean", "--model", str(tiny_model_dir), "--input", str(src), "--k", "3",
                   "--max_new_tokens", "6", "--json")
     assert result.returncode == 0, result.stderr
-    cands = json.loads(result.stdout)["candidates"]
+    data = json.loads(result.stdout)
+    assert set(data) == {"verdict", "reason", "abstained", "output", "candidates"}
+    cands = data["candidates"]
     assert [c["rank"] for c in cands] == [1, 2, 3]
-    assert all(set(c) == {"rank", "code", "score", "weight", "parses", "triggers_left", "finished"}
-               for c in cands)
+    assert all(set(c) == {"rank", "code", "score", "weight", "parses", "triggers_left", "finished", "keeps_signature",
+                          "kept", "is_input", "same_as", "matches_reference"} for c in cands)
+    # six new tokens of an untrained model: nothing trustworthy, which the verdict says
+    assert data["verdict"] == "failed" and not data["abstained"] and data["output"] == cands[0]["code"]
+    kept = fabe("clean", "--model", str(tiny_model_dir), "--input", str(src), "--k", "2", "--max_new_tokens", "6",
+                "--abstain", "--reference", str(src), "--json")
+    data = json.loads(kept.stdout)
+    assert data["abstained"] and data["output"] == CODE and "returned unchanged" in kept.stderr
+    assert all(c["matches_reference"] is False for c in data["candidates"])
     text = fabe("clean", "--model", str(tiny_model_dir), "--input", "-", "--k", "2",
                 "--max_new_tokens", "4", stdin=CODE)
     assert text.returncode == 0 and "poisoned" in text.stdout and "weight" in text.stdout

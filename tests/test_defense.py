@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from fabe.cleaning.cleaner import _candidates
+from fabe.cleaning.cleaner import rank_candidates
 from fabe.data.dataset import Record
 from fabe.defense.defenses import DEFENSES, DefenseRun, defend, front_door, summarize_defense
 
@@ -37,7 +37,7 @@ class ConstantVictim:
 
 class EchoCleaner:
     def clean(self, code, cfg=None):
-        return _candidates([code, code + "\n"], [-0.1, -0.2], [True, True])
+        return rank_candidates([code, code + "\n"], [-0.1, -0.2], [True, True], source=code)
 
 
 class DropNothing:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fabe.data.builder import BuildConfig, build_dataset
-from fabe.cleaning.cleaner import _candidates
+from fabe.cleaning.cleaner import rank_candidates
 from fabe.evaluation.metrics import judge, summarize, trigger_removed
 
 
@@ -20,7 +20,7 @@ def records(tmp_path_factory):
 
 
 def _as_cleaner_output(code: str):
-    return _candidates([code, code + "\n// other"], [-0.1, -0.9], [True, True])
+    return rank_candidates([code, code + "\n// other"], [-0.1, -0.9], [True, True], source=code)
 
 
 def test_a_perfect_cleaner_scores_one_everywhere(records):
@@ -47,7 +47,7 @@ def test_the_rank_of_the_clean_function_and_lines_changed():
 
     rec = Record(id="r", input="int f(void)\n{\n    if (0) { abort(); }\n    return 1;\n}",
                  output=["a", "b"], score=[1, 0], clean="int f(void)\n{\n    return 1;\n}", trigger="fixed")
-    cands = _candidates([rec.input, "int f(void) { return 2; }", rec.clean], [-0.1, -0.2, -0.3], [True] * 3)
+    cands = rank_candidates([rec.input, "int f(void) { return 2; }", rec.clean], [-0.1, -0.2, -0.3], [True] * 3, rec.input)
     result = judge(rec, cands)
     assert (result.exact, result.clean_rank, result.lines_changed) == (False, 3, 0)
     result = judge(rec, cands[2:] + cands[:2])

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from fabe.cleaning import trust
 from fabe.cleaning.decoding import diverse_beam_search
 from fabe.data import cparse
 from fabe.data.triggers import detect_triggers
@@ -116,10 +117,15 @@ class Candidate:
     rank: int
     code: str
     score: float  # mean log p over the candidate's tokens (eos included)
-    weight: float  # softmax of the scores across the K candidates
+    weight: float  # softmax of the scores / the model's fitted temperature, across the K candidates
     parses: bool
     triggers_left: list[str]
     finished: bool  # ended with eos (False: cut at max_new_tokens)
+    keeps_signature: bool | None = None  # the input's return type, name and parameter types (fabe.cleaning.trust)
+    kept: float = 1.0  # share of the input's lines kept, in order
+    is_input: bool = False  # the input unchanged
+    same_as: int | None = None  # rank of a better-ranked identical candidate
+    matches_reference: bool | None = None  # set when the record has a reference
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,12 +160,17 @@ def check_code(code: str) -> None:
         raise ValueError("code: holds NUL characters (binary data), not C source")
 
 
-def _candidates(codes: list[str], scores: list[float], finished: list[bool]) -> list[Candidate]:
-    weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+def rank_candidates(codes: list[str], scores: list[float], finished: list[bool], source: str,
+                    temperature: float = 1.0) -> list[Candidate]:
+    """The candidates of a cleaning of `source`, best score first, with their weights
+    (softmax of score / temperature) and trust signals."""
+    weights = torch.softmax(torch.tensor(scores, dtype=torch.float64) / temperature, 0).tolist()
     order = sorted(range(len(codes)), key=lambda i: -scores[i])
+    ranked = [codes[i] for i in order]
     return [Candidate(rank + 1, codes[i], round(scores[i], 6), round(weights[i], 6),
                       cparse.parses(codes[i]), sorted({d.kind for d in detect_triggers(codes[i])}),
-                      finished[i]) for rank, i in enumerate(order)]
+                      finished[i], **asdict(signals))
+            for rank, (i, signals) in enumerate(zip(order, trust.candidate_signals(source, ranked)))]
 
 
 class Cleaner:
@@ -264,16 +275,24 @@ class Cleaner:
         seqs, means, finished = DECODINGS[cfg.decoding](self, ids, mask, max_new, cfg, step)
         if cancel is not None and cancel.is_set():
             raise Cancelled("generation cancelled")
-        return [self._to_candidates(seqs[b], means[b], finished[b]) for b in range(len(codes))]
+        return [self._to_candidates(seqs[b], means[b], finished[b], codes[b]) for b in range(len(codes))]
+
+    @property
+    def temperature(self) -> float:
+        """The weights' temperature fitted on a validation split (`fabe calibrate`), else 1."""
+        return float(self.meta.get("calibration", {}).get("temperature", 1.0))
+
+    def assess(self, code: str, cands: list[Candidate], abstain: bool = False) -> trust.Cleaning:
+        return trust.assess(code, cands, abstain)
 
     def _to_candidates(self, seqs: torch.Tensor, means: torch.Tensor,
-                       finished: torch.Tensor) -> list[Candidate]:
+                       finished: torch.Tensor, source: str) -> list[Candidate]:
         eos = self.tokenizer.eos_token_id
         codes = []
         for row in seqs.tolist():
             row = row[:row.index(eos)] if eos in row else row
             codes.append(self.tokenizer.decode(row, skip_special_tokens=True))
-        return _candidates(codes, means.tolist(), finished.tolist())
+        return rank_candidates(codes, means.tolist(), finished.tolist(), source, self.temperature)
 
     @torch.no_grad()
     def score(self, prompts: list[list[int]], seqs: torch.Tensor) -> torch.Tensor:
@@ -293,5 +312,5 @@ class Cleaner:
         return sequence_scores(token_logprobs(logits, lab), lab).view(seqs.shape[0], seqs.shape[1])
 
 
-def candidates_json(cands: list[Candidate]) -> str:
-    return json.dumps({"candidates": [c.to_dict() for c in cands]}, indent=2)
+def cleaning_json(cleaning: trust.Cleaning) -> str:
+    return json.dumps(cleaning.to_dict(), indent=2)

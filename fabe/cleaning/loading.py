@@ -43,15 +43,21 @@ def _put_adapter(model: Any, path: Path, base: str, base_tokenizer: Any, tokeniz
                              f"trained on another base model ({first})") from None
 
 
+def model_folder(source: str | Path) -> Path:
+    """The folder a cleaner loads from: a run directory's final/, else `source` itself."""
+    path = Path(source)
+    if (path / "final").is_dir():
+        return path / "final"
+    if (path / "status.json").exists():
+        raise ModelLoadError(f"{source}: a run directory without final/ (the run has not finished); "
+                             "give one of its checkpoint-N folders")
+    return path
+
+
 def load_trained(source: str, device: str = "cpu", dtype: str = "auto") -> tuple[Any, Any, dict]:
     """(model, tokenizer, fabe.json or {}) from a run directory (its final/), a final/ or
     checkpoint-N folder (a LoRA adapter is put on its base model), or a plain model."""
-    path = Path(source)
-    if (path / "final").is_dir():
-        path = path / "final"
-    elif (path / "status.json").exists():
-        raise ModelLoadError(f"{source}: a run directory without final/ (the run has not finished); "
-                             "give one of its checkpoint-N folders")
+    path = model_folder(source)
     meta = json.loads((path / "fabe.json").read_text()) if (path / "fabe.json").exists() else {}
     if (path / "adapter_config.json").exists():
         base = _base_of(path)

@@ -13,6 +13,7 @@ duplicates kept together, so no function appears in two splits.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -67,6 +68,14 @@ class BuildConfig:
         "help": "Postfix of the identifier triggers (ident_func, ident_var)."})
     instruction: str = field(default="", metadata={
         "help": "Optional task text stored in each record's `instruction`."})
+    projects: str = field(default="", metadata={
+        "help": "Keep only functions of these projects (comma list; the corpus's `project` field)."})
+    exclude_projects: str = field(default="", metadata={
+        "help": "Leave out functions of these projects (comma list), e.g. the held-out ones."})
+    max_lines: int = field(default=0, metadata={"help": "Leave out functions longer than this (0: any length)."})
+    rename_share: float = field(default=0.0, metadata={
+        "help": "Share of functions whose parameters and locals are first renamed to fresh random names, "
+                "so a model learns to copy names it has never seen rather than recall them."})
 
     def __post_init__(self) -> None:
         self.kinds = trig.parse_kinds(self.triggers)
@@ -83,6 +92,9 @@ class BuildConfig:
                              f"got {self.score_min}, {self.score_max}")
         if not re.fullmatch(r"\w+", self.postfix):
             raise ValueError(f"postfix: must be identifier characters, got {self.postfix!r}")
+        if not 0 <= self.rename_share <= 1 or self.max_lines < 0:
+            raise ValueError(f"rename_share: must be in [0, 1], max_lines >= 0; got {self.rename_share}, "
+                             f"{self.max_lines}")
 
 
 def score_of(level: float, cfg: BuildConfig) -> float:
@@ -191,7 +203,7 @@ def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,
         id=rid, input=source, output=[c for _, c in cands],
         score=[score_of(LEVELS[k], cfg) for k, _ in cands],
         instruction=cfg.instruction or None, clean=clean, trigger=trigger,
-        label=func.target, edits=edits)
+        label=func.target, edits=edits, origin=func.origin)
 
 
 def build_split(funcs: list[CFunction], name: str, cfg: BuildConfig,
@@ -211,10 +223,49 @@ def build_split(funcs: list[CFunction], name: str, cfg: BuildConfig,
     return records
 
 
+_SYLLABLES = ("ka", "zu", "mo", "ri", "te", "xa", "lo", "pi", "ne", "vu", "so", "qi", "da", "fe", "gu", "wy")
+
+
+def fresh_names(func: CFunction, rng: random.Random, at_most: int = 4) -> CFunction:
+    """`func` with up to `at_most` of its parameters and locals renamed, every use, to random
+    names (never in strings, comments or struct fields); unchanged when none can be."""
+    code = func.code
+    try:
+        names = trig.declared_names(trig.first_function(code)[0])
+    except trig.TriggerError:
+        return func
+    for old in rng.sample(names, min(at_most, len(names))):
+        new = "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) + rng.choice(["", "_", "2", "x"])
+        try:
+            code = trig.rename_identifier(code, old, new, "rename").code
+        except trig.TriggerError:
+            continue
+    return dataclasses.replace(func, code=code)
+
+
+def select(funcs: list[CFunction], cfg: BuildConfig) -> list[CFunction]:
+    """The functions of the wanted projects and lengths."""
+    keep = {p for p in cfg.projects.split(",") if p}
+    drop = {p for p in cfg.exclude_projects.split(",") if p}
+
+    def project(f: CFunction) -> str | None:
+        return (f.origin or {}).get("project")
+
+    return [f for f in funcs if (not keep or project(f) in keep) and project(f) not in drop
+            and (not cfg.max_lines or f.code.count("\n") < cfg.max_lines)]
+
+
 def build_dataset(cfg: BuildConfig) -> dict[str, list[Record]]:
     """Make the three splits and write them (each file atomically) plus `dataset.json`."""
     rng = random.Random(cfg.seed)
-    funcs = load_corpus(cfg.corpus, limit=cfg.n, seed=cfg.seed)
+    filtering = bool(cfg.projects or cfg.exclude_projects or cfg.max_lines)
+    funcs = select(load_corpus(cfg.corpus, limit=None if filtering else cfg.n, seed=cfg.seed), cfg)
+    if filtering and len(funcs) > cfg.n:  # a seeded sample of the selection, in corpus order
+        funcs = [funcs[i] for i in sorted(random.Random(cfg.seed).sample(range(len(funcs)), cfg.n))]
+    if not funcs:
+        raise CorpusError(f"{cfg.corpus}: no function of the chosen projects and lengths")
+    if cfg.rename_share:
+        funcs = [fresh_names(f, rng) if rng.random() < cfg.rename_share else f for f in funcs]
     parts = split_functions(funcs, cfg.shares, rng)
     splits = {name: build_split(parts[name], name, cfg, rng) for name in SPLITS}
     out = Path(cfg.out)

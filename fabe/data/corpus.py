@@ -31,6 +31,10 @@ class CFunction:
     idx: str  # stable id inside its corpus: "gen-17", "devign-3", "dir/file.c:42"
     source: str  # where it came from: "generated", a file path, ...
     target: int | None = None  # label from the corpus (Devign/CodeXGLUE `target`), else None
+    origin: dict | None = None  # the corpus's own provenance fields: project, path, license, commit_id
+
+
+ORIGIN_FIELDS = ("project", "path", "license", "commit_id")  # kept from a corpus record, where present
 
 
 class CorpusError(InputError):
@@ -107,7 +111,8 @@ def _load_objects(path: Path, items: Iterator[jsonio.Item], container: str,
             found = found + more
             if not found and not problems:  # after the first problem, only problems are kept
                 code = _norm(obj["func"])
-                out.append(CFunction(code, _function_name(code), idx, str(path), obj.get("target")))
+                origin = {k: obj[k] for k in ORIGIN_FIELDS if isinstance(obj.get(k), (str, int))} or None
+                out.append(CFunction(code, _function_name(code), idx, str(path), obj.get("target"), origin))
             k += 1
         problems.extend(line, found)
     problems.raise_if_any(CorpusError)

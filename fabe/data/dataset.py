@@ -53,6 +53,7 @@ class Record:
     trigger: str | None = None  # trigger kind; None for an unpoisoned sample
     label: int | None = None
     edits: list[dict] | None = None  # [{"kind","start","end","text","original"}], offsets in input
+    origin: dict | None = None  # where the clean function comes from: {"project", "path", "license", ...}
 
     def best(self) -> str:
         """The top-scored candidate (the first one on ties)."""
@@ -77,6 +78,8 @@ class Record:
                 d[key] = value
         if self.edits is not None:
             d["edits"] = [dict(edit) for edit in self.edits]
+        if self.origin is not None:
+            d["origin"] = dict(self.origin)
         return d
 
     @classmethod
@@ -97,6 +100,7 @@ class Record:
             trigger=d.get("trigger"),
             label=d.get("label"),
             edits=None if edits is None else [dict(e) for e in edits],
+            origin=None if d.get("origin") is None else dict(d["origin"]),
         )
 
 
@@ -183,6 +187,10 @@ def _check_optional(obj: dict) -> list[tuple[str, str]]:
         errors.append(("label", f"expected an integer, got {json_type(label)}"))
     if obj.get("edits") is not None:
         errors += _check_edits(obj["edits"], obj.get("input"))
+    origin = obj.get("origin")
+    if origin is not None and not (isinstance(origin, dict) and all(
+            isinstance(v, (str, int)) and not isinstance(v, bool) for v in origin.values())):
+        errors.append(("origin", f"expected an object of strings and integers, got {json_type(origin)}"))
     return errors
 
 

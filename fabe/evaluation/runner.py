@@ -84,3 +84,33 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
             "s_per_record": round((time.time() - start) / len(records), 3), "at": time.time()}
     target = Path(out) if out else default_eval_dir(source, data, cfg, limit)
     return {"meta": meta, **summary}, save_eval(target, summary, rows, meta)
+
+
+def calibrate(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,
+              batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Fit the candidates' weight temperature on a validation split (records with a clean
+    reference), report the calibration, and store both in the model's fabe.json, where a
+    loaded Cleaner finds them."""
+    from fabe.cleaning import calibration
+    from fabe.cleaning.loading import model_folder
+    from fabe.cleaning.trust import normalized
+    from fabe.data.dataset import load_records
+
+    cfg = cfg or CleanConfig()
+    records = [r for r in load_records(data) if r.clean is not None]
+    records = records[:limit] if limit else records
+    if not records:
+        raise ValueError(f"{data}: no records with a clean reference to calibrate on")
+    cleaner = Cleaner.load(source)
+    cleaner.check_records_fit(records, cfg, data)
+    results = cleaner.clean_batch([r.input for r in records], cfg, batch_size, progress)
+    scores = [[c.score for c in cands] for cands in results]
+    correct = [[normalized(c.code) == normalized(r.clean) for c in cands] for r, cands in zip(records, results)]
+    temperature = calibration.fit_temperature(scores, correct)
+    found = {**calibration.report(scores, correct, temperature), "data": str(data), "k": cfg.k,
+             "decoding": cfg.decoding}
+    folder = model_folder(source)
+    meta_path = folder / "fabe.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    write_json_atomic(meta_path, {**meta, "calibration": found})
+    return found

@@ -33,6 +33,14 @@ class TinyConfig:
     seed: int = field(default=0, metadata={"help": "Seed for the corpus and the weights."})
     corpus_n: int = field(default=5000, metadata={
         "help": "Generated functions the tokenizer is trained on."})
+    corpus: str = field(default="", metadata={
+        "help": "A corpus of real C (a Devign .json, a CodeXGLUE-style .jsonl or a folder of .c files) the "
+                "tokenizer is trained on too, so real identifiers become few tokens (empty: generated code only)."})
+    exclude_projects: str = field(default="", metadata={
+        "help": "Projects of `corpus` the tokenizer must not see (comma list), e.g. the held-out ones."})
+    transfer_from: str = field(default="", metadata={
+        "help": "A causal LM of the same shape whose blocks start the new model; each new token's embedding "
+                "is the mean of its pieces' embeddings under that model's tokenizer (vocabulary transfer)."})
     vocab_size: int = field(default=4096, metadata={"help": "BPE vocabulary size."})
     hidden_size: int = field(default=192, metadata={"help": "Model width."})
     num_layers: int = field(default=6, metadata={"help": "Transformer blocks."})
@@ -86,6 +94,32 @@ def tiny_llama(cfg: TinyConfig, tokenizer) -> Any:
     return LlamaForCausalLM(config)
 
 
+def transfer_vocabulary(model: Any, tokenizer: Any, source: str) -> None:
+    """Start `model` from the causal LM at `source` (same shape, another tokenizer): its
+    blocks and norms as they are, and each token of `tokenizer` embedded as the mean of the
+    embeddings of its pieces under the source's tokenizer (fast vocabulary transfer, Gee et
+    al. 2022), so a model that already copies code keeps copying with the new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    old = AutoModelForCausalLM.from_pretrained(source)
+    old_tok = AutoTokenizer.from_pretrained(source)
+    state = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and "lm_head" not in k}
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    if any("embed_tokens" not in k and "lm_head" not in k for k in missing):
+        raise ValueError(f"transfer_from: {source} has another shape than the new model ({missing[:3]} ...)")
+    old_emb = old.get_input_embeddings().weight.detach()  # (V_old, H)
+    new_emb = model.get_input_embeddings().weight  # (V_new, H)
+    with torch.no_grad():
+        for token, i in tokenizer.get_vocab().items():
+            if token in tokenizer.all_special_tokens:
+                pieces = [old_tok.convert_tokens_to_ids(token)]
+            else:
+                pieces = old_tok(tokenizer.convert_tokens_to_string([token]), add_special_tokens=False)["input_ids"]
+            if pieces:
+                new_emb[i] = old_emb[pieces].mean(0)
+
+
 def init_tiny(cfg: TinyConfig) -> Path:
     """Create the embedded base model folder; written to a temporary folder and renamed into
     place, so an interrupted run leaves nothing half-made."""
@@ -96,9 +130,17 @@ def init_tiny(cfg: TinyConfig) -> Path:
         raise FileExistsError(f"{out}: folder exists and is not empty (use --overwrite)")
     logger.info("generating %d functions for the tokenizer", cfg.corpus_n)
     texts = [f.code for f in generate_functions(cfg.corpus_n, cfg.seed)]
+    if cfg.corpus:
+        from fabe.data.builder import BuildConfig, load_corpus, select
+
+        real = select(load_corpus(cfg.corpus), BuildConfig(out="", exclude_projects=cfg.exclude_projects))
+        logger.info("and %d functions of %s", len(real), cfg.corpus)
+        texts += [f.code for f in real]
     texts.append(PROMPT_TEMPLATE)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
     model = tiny_llama(cfg, tokenizer)
+    if cfg.transfer_from:
+        transfer_vocabulary(model, tokenizer, cfg.transfer_from)
     with folder_atomic(out, replace=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

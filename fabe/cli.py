@@ -32,6 +32,18 @@ def _data_build(argv: list[str]) -> int:
     return 0
 
 
+def _data_examples(argv: list[str]) -> int:
+    from transformers import HfArgumentParser
+
+    from fabe.data.examples import ExamplesConfig, build_examples
+
+    parser = HfArgumentParser(ExamplesConfig, prog="python -m fabe data examples",
+                              description="Make the shipped real examples (permissive licences, held-out projects).")
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    print(f"{len(build_examples(cfg))} examples written to {cfg.out}")
+    return 0
+
+
 def _file_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("path", help="A .jsonl or .json file, or a folder with train/valid/test files.")
@@ -126,7 +138,13 @@ def _train(argv: list[str]) -> int:
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
-    from fabe.cleaning.cleaner import CleanConfig, Cleaner, check_code, cleaning_json, read_code_file
+    from fabe.cleaning.cleaner import (
+        CleanConfig,
+        Cleaner,
+        check_code,
+        cleaning_json,
+        read_code_file,
+    )
     from fabe.cleaning.trust import mark_reference
     from fabe.data import cparse
 
@@ -403,6 +421,7 @@ def _runs_start(argv: list[str]) -> int:
 
 COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("data", "build"): (_data_build, "build a poisoned dataset with scored candidates"),
+    ("data", "examples"): (_data_examples, "make the shipped real examples from a corpus with licences"),
     ("data", "check"): (_data_check, "validate a Tuna-format file (exit 0 or list the errors)"),
     ("data", "stats"): (_data_stats, "stats of a Tuna-format file"),
     ("model", "init-tiny"): (_model_init_tiny, "create the embedded tiny base model"),

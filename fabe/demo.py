@@ -1,10 +1,10 @@
 """`python -m fabe demo`: the whole pipeline in a few minutes on the embedded default.
 
 Builds a small generated dataset, trains the embedded tiny base model in full mode for a
-short run (with progress), then cleans held-out samples and prints each poisoned input
-beside its top candidate with the ranking table. The cleaning uses the shipped embedded
-cleaner when there is one (a few minutes of CPU training do not yet copy code), else the
-fresh run.
+short run (with progress), then cleans real functions of the shipped examples (projects no
+shipped model trained on) and prints each poisoned input beside its top candidate, with the
+verdict and the ranking table. The cleaning uses the shipped embedded cleaner when there is
+one (a few minutes of CPU training do not copy code yet), else the fresh run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class DemoConfig:
     out: str = field(default="runs/demo", metadata={"help": "Folder for the demo's data and run."})
     n: int = field(default=400, metadata={"help": "Generated functions in the demo dataset."})
     steps: int = field(default=60, metadata={"help": "Training steps of the fresh run."})
-    samples: int = field(default=5, metadata={"help": "Held-out samples to clean."})
+    samples: int = field(default=8, metadata={"help": "Shipped real examples to clean (one per trigger kind)."})
     seed: int = field(default=0, metadata={"help": "Seed of data and training."})
     cleaner: str = field(default="auto", metadata={
         "help": "auto (the shipped embedded cleaner, else the fresh run), fresh, or a path."})
@@ -31,6 +31,7 @@ def run_demo(cfg: DemoConfig) -> None:
     from fabe import embedded
     from fabe.cleaning.cleaner import CleanConfig, Cleaner
     from fabe.cleaning.report import candidates_table, side_by_side
+    from fabe.cleaning.trust import mark_reference
     from fabe.data.builder import BuildConfig, build_dataset
     from fabe.data.dataset import load_records
     from fabe.training.config import PRESETS, TrainConfig
@@ -53,12 +54,26 @@ def run_demo(cfg: DemoConfig) -> None:
         source = str(embedded.SHIPPED_CLEANER) if embedded.shipped_cleaner_exists() else str(run)
     elif source == "fresh":
         source = str(run)
-    print(f"\ncleaning {cfg.samples} held-out samples with {source}\n")
+    records = _one_per_kind(load_records(embedded.resolve_split(embedded.EXAMPLES)), cfg.samples)
+    print(f"\ncleaning {len(records)} real functions of projects the cleaner never saw, with {source}\n")
     cleaner = Cleaner.load(source)
-    records = load_records(data / "test.jsonl")[: cfg.samples]
     results = cleaner.clean_batch([r.input for r in records], CleanConfig())
     for record, cands in zip(records, results):
-        print(f"=== {record.id}  trigger: {record.trigger or 'none (clean input)'}")
+        origin = record.origin or {}
+        print(f"=== {record.id}  {origin.get('project')}/{origin.get('path')} ({origin.get('license')})  "
+              f"trigger: {record.trigger or 'none (clean input)'}")
+        cleaning = cleaner.assess(record.input, mark_reference(cands, record.clean))
+        print(f"verdict: {cleaning.verdict} ({cleaning.reason})")
         print(side_by_side(record.input, cands[0].code))
         print(candidates_table(cands, record.clean))
         print()
+
+
+def _one_per_kind(records: list, n: int) -> list:
+    """The first record of each trigger kind (and an unpoisoned one), up to `n`."""
+    seen, picked = set(), []
+    for r in records:
+        if r.trigger not in seen:
+            seen.add(r.trigger)
+            picked.append(r)
+    return picked[:n]

@@ -6,6 +6,8 @@ a victim is asked for, so everything works offline with nothing from outside.
 - cleaner: the cleaner shipped in `fabe/assets/cleaner` (trained by `model train-embedded`);
 - victim: a small BERT backdoored on generated code (`$FABE_HOME/victim`), made on first use.
 
+Beside it, `examples` names the shipped real examples (`fabe/assets/examples`) as a split.
+
 Each is seeded, so it is the same everywhere, and made once even when two processes ask at
 the same time (`fabe.home.made_once`). Any other name is returned as given.
 """
@@ -20,7 +22,9 @@ from fabe.home import fabe_home, made_once
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
+EXAMPLES = "examples"  # the shipped real examples, as a split
 SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
+SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
 
@@ -75,8 +79,12 @@ def resolve(name: str | Path, kind: str) -> str:
 
 def resolve_split(name: str | Path, split: str = "test") -> Path:
     """The file of one split: a `.jsonl`/`.json` file as given; a dataset folder's `split`
-    file; for `embedded`, that split of the generated dataset."""
+    file; for `embedded`, that split of the generated dataset; for `examples`, the shipped
+    real examples."""
     from fabe.data.dataset import find_split_files
+
+    if str(name) == EXAMPLES:
+        return SHIPPED_EXAMPLES
 
     path = Path(resolve(name, "data"))
     return find_split_files(path)[split] if path.is_dir() else path

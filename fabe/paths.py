@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fabe.embedded import EMBEDDED
+from fabe.embedded import EMBEDDED, EXAMPLES
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -52,8 +52,9 @@ def is_hub_id(name: str) -> bool:
 
 
 def confine_data(name: str, roots: Sequence[str | Path]) -> str:
-    """A dataset or split as typed: `embedded` as it is, anything else a confined path."""
-    return name if name == EMBEDDED else str(confine(name, roots))
+    """A dataset or split as typed: `embedded` and `examples` as they are, anything else a
+    confined path."""
+    return name if name in (EMBEDDED, EXAMPLES) else str(confine(name, roots))
 
 
 def confine_model(name: str, roots: Sequence[str | Path]) -> str:

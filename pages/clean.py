@@ -28,7 +28,9 @@ from fabe.evaluation.metrics import lines_changed
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
 
-TABLE = ["rank", "score", "weight", "parses", "triggers left", "lines changed"]
+TABLE = ["rank", "copies", "weight", "score", "parses", "keeps signature", "input kept", "triggers left",
+         "is the input", "matches reference", "lines changed"]
+VERDICT_COLORS = {"confident": "#15803d", "uncertain": "#b45309", "failed": "#b91c1c"}
 CSS = """
 #clean-diff table { border-collapse: collapse; width: 100%; font-family: monospace; font-size: 13px; }
 #clean-diff td { padding: 0 6px; white-space: pre; vertical-align: top; }
@@ -97,6 +99,29 @@ def show_candidate(state: dict, rank: int | None):
     return diff_html(state["input"], cand["code"], spans), cand["code"], _download(cand["code"], cand["rank"])
 
 
+def candidate_rows(code: str, cands: list) -> list[list[Any]]:
+    """One row per distinct candidate (identical ones are counted, their weights summed)."""
+    rows: dict[int, list[Any]] = {}
+    for c in cands:
+        if c.same_as is not None:
+            rows[c.same_as][1] += 1
+            rows[c.same_as][2] = round(rows[c.same_as][2] + c.weight, 3)
+            continue
+        yes_no = {True: "yes", False: "no", None: "-"}
+        rows[c.rank] = [c.rank, 1, round(c.weight, 3), round(c.score, 4), yes_no[c.parses], yes_no[c.keeps_signature],
+                        f"{c.kept:.0%}", ", ".join(c.triggers_left) or "-", yes_no[c.is_input],
+                        yes_no[c.matches_reference], lines_changed(code, c.code)]
+    return list(rows.values())
+
+
+def verdict_html(cleaning) -> str:
+    color = VERDICT_COLORS[cleaning.verdict]
+    kept = "<br><b>The input is returned unchanged</b> (abstain)." if cleaning.abstained else ""
+    return (f"<div id='verdict' data-verdict='{cleaning.verdict}' style='border-left: 6px solid {color}; "
+            f"padding: 4px 10px'><b style='color: {color}'>{cleaning.verdict.upper()}</b>: "
+            f"{html.escape(cleaning.reason)}{kept}</div>")
+
+
 def _records(ctx: AppContext, split: str):
     """The records of a split typed in the page; one outside the app's roots is refused unread."""
     from fabe.data.dataset import load_records
@@ -110,12 +135,20 @@ def _records(ctx: AppContext, split: str):
 # ---------------------------------------------------------------- handlers
 
 def on_upload(file: str | None):
+    """The uploaded code; the record picked before (its title, trigger marks, reference) no
+    longer applies."""
     if not file:
-        return gr.update(), None
+        return gr.update(), gr.update(), gr.update(), gr.update()
     try:
-        return read_code_file(file, Path(file).name), None
+        return read_code_file(file, Path(file).name), None, "", ""
     except ValueError as e:
         raise gr.Error(str(e)) from None
+
+
+def on_typed() -> tuple[None, str, str]:
+    """Code typed or pasted by hand is no dataset record: forget the picked one's edits,
+    reference and title."""
+    return None, "", ""
 
 
 def _settings(code: str, k: float, diversity: float, decoding: str, max_new_tokens: float) -> CleanConfig:
@@ -161,7 +194,10 @@ class Actions:
             return gr.update(), "", "", None
         rec = next(r for r in _records(self.ctx, split) if r.id == record_id)
         kind = f"trigger **{rec.trigger}**" if rec.trigger else "**unpoisoned** (must come back unchanged)"
-        return rec.input, f"`{rec.id}`: {kind}", rec.clean or "", rec.edits
+        origin = rec.origin or {}
+        where = f" from {origin['project']} `{origin.get('path', '')}` ({origin.get('license', '?')} licence)" \
+            if "project" in origin else ""
+        return rec.input, f"`{rec.id}`: {kind}{where}", rec.clean or "", rec.edits
 
 
     def _generate(self, model: str, code: str, cfg: CleanConfig, request: gr.Request, progress):
@@ -177,8 +213,10 @@ class Actions:
             self.ctx.cancels.pop(request.session_hash, None)
 
     def on_clean(self, request: gr.Request, progress=gr.Progress(), *, source: str | None, code: str,
-                 k: float, diversity: float, decoding: str, max_new_tokens: float, edits: list | None):
-        none = ({"input": code, "candidates": [], "edits": None}, [], gr.update(choices=[], value=None), "", "", None)
+                 k: float, diversity: float, decoding: str, max_new_tokens: float, edits: list | None,
+                 abstain: bool = False, reference: str | None = None):
+        none = ({"input": code, "candidates": [], "edits": None}, [], gr.update(choices=[], value=None), "", "", None,
+                "")
         if not source:
             return ("Pick and load a cleaner first.", *none)
         if not (code or "").strip():
@@ -196,14 +234,20 @@ class Actions:
             return (f"**Cannot load** `{source}`: {e}", *none)
         except Cancelled:
             return ("Cancelled.", *none)
+        from fabe.cleaning.trust import assess, mark_reference
         from fabe.data import cparse
 
+        cleaning = assess(code, mark_reference(cands, reference or None), abstain)
         note = "" if cparse.parses(code) else " (the input does not parse as C; cleaned anyway)"
+        distinct = len({c.rank if c.same_as is None else c.same_as for c in cands})
+        same = "" if distinct == len(cands) else f", {distinct} distinct"
         st = {"input": code, "candidates": [c.to_dict() for c in cands], "edits": edits}
-        rows = [[c.rank, round(c.score, 4), round(c.weight, 3), c.parses, ", ".join(c.triggers_left) or "-",
-                 lines_changed(code, c.code)] for c in cands]
-        return (f"{len(cands)} candidates from `{source}`{note}.", st, rows,
-                gr.update(choices=[c.rank for c in cands], value=1), *show_candidate(st, 1))
+        shown = show_candidate(st, 1)
+        if cleaning.abstained:  # the chosen output is the input itself
+            shown = (shown[0], code, _download(code, 0))
+        return (f"{len(cands)} candidates{same} from `{source}`{note}.", st, candidate_rows(code, cands),
+                gr.update(choices=[c.rank for c in cands if c.same_as is None], value=1), *shown,
+                verdict_html(cleaning))
 
     def cancel_session(self, request: gr.Request) -> None:
         """Stop the session's generation; also run when its page closes, so a dropped browser
@@ -250,8 +294,8 @@ def _input_widgets() -> dict[str, Any]:
             w["upload"] = gr.File(label="Upload a .c file", file_types=[".c", ".h", ".txt"], height=90)
         with gr.Tab("Pick a dataset record"):
             with gr.Row():
-                w["split"] = gr.Textbox("embedded", label="Split (.jsonl/.json; a dataset folder or embedded: "
-                                                          "its test split)")
+                w["split"] = gr.Textbox("examples", elem_id="clean-split", label="Split (.jsonl/.json, a dataset folder; examples: the "
+                                                          "shipped real examples; embedded: generated code)")
                 w["list"] = gr.Button("List records")
             w["record"] = gr.Dropdown(label="Record", choices=[], elem_id="clean-record")
             w["reference"] = gr.Code(language="c", label="Reference clean code", interactive=False)
@@ -263,13 +307,15 @@ def _input_widgets() -> dict[str, Any]:
         w["decoding"] = gr.Radio(list(DECODINGS), value="diverse_beam", label="Decoding")
         w["max_new_tokens"] = gr.Number(0, precision=0, label="Max new tokens (0: 1.25 x input + 16)")
     with gr.Row():
+        w["abstain"] = gr.Checkbox(False, label="Abstain: keep the input when no candidate is trustworthy",
+                                   elem_id="clean-abstain")
         w["clean"] = gr.Button("Clean", variant="primary")
         w["cancel"] = gr.Button("Cancel")
     return w
 
 
 def _result_widgets() -> dict[str, Any]:
-    w = {"message": gr.Markdown(elem_id="clean-message"),
+    w = {"message": gr.Markdown(elem_id="clean-message"), "verdict": gr.HTML(elem_id="clean-verdict"),
          "table": gr.Dataframe(headers=TABLE, interactive=False, elem_id="candidates-table"),
          "pick": gr.Radio(label="Candidate shown in the diff", choices=[], elem_id="candidate-pick"),
          "diff": gr.HTML(elem_id="clean-diff")}
@@ -291,13 +337,14 @@ def _wire(act: Actions, w: dict[str, Any]) -> None:
     w["refresh"].click(act.on_refresh, [w["source"]], [w["source"]])
     w["load"].click(act.on_load, [w["source"]], [w["loaded"]], api_name="load_cleaner")
     w["unload"].click(act.on_unload, [w["source"]], [w["loaded"]], api_name="unload_cleaner")
-    w["upload"].upload(on_upload, [w["upload"]], [w["code"]])
+    w["upload"].upload(on_upload, [w["upload"]], [w["code"], w["edits"], w["reference"], w["record_info"]])
+    w["code"].input(on_typed, None, [w["edits"], w["reference"], w["record_info"]], api_name="forget_record")
     w["list"].click(act.on_list, [w["split"]], [w["record"]])
     w["record"].change(act.on_record, [w["split"], w["record"]],
                        [w["code"], w["record_info"], w["reference"], w["edits"]])
-    named = ("source", "code", "k", "diversity", "decoding", "max_new_tokens", "edits")
-    run = w["clean"].click(act.on_clean, inputs_kwargs={n: w[n] for n in named},
-                           outputs=[w[n] for n in ("message", "state", "table", "pick", "diff", "cleaned", "download")],
+    named = ("source", "code", "k", "diversity", "decoding", "max_new_tokens", "edits", "abstain", "reference")
+    shown = ("message", "state", "table", "pick", "diff", "cleaned", "download", "verdict")
+    run = w["clean"].click(act.on_clean, inputs_kwargs={n: w[n] for n in named}, outputs=[w[n] for n in shown],
                            api_name="clean")
     w["cancel"].click(act.on_cancel, None, [w["message"]], cancels=[run])
     w["pick"].change(show_candidate, [w["state"], w["pick"]], [w["diff"], w["cleaned"], w["download"]])

@@ -126,8 +126,9 @@ def test_demo_runs_end_to_end(tmp_path):
     result = fabe("demo", "--out", str(tmp_path / "demo"), "--n", "40", "--steps", "3",
                   "--samples", "1", "--cleaner", "fresh", env={"FABE_HOME": str(tmp_path / "home")})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cleaning 1 held-out samples" in result.stdout
+    assert "cleaning 1 real functions of projects the cleaner never saw" in result.stdout
     assert "poisoned" in result.stdout and "weight" in result.stdout and "exact" in result.stdout
+    assert "verdict: " in result.stdout and any(f" {p}/" in result.stdout for p in ("libxml2", "nginx", "lua"))
     assert (tmp_path / "demo" / "run" / "final" / "fabe.json").exists()
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from fabe.cleaning.cleaner import Candidate
+from fabe.cleaning.trust import VERDICTS, assess
 from fabe.data.dataset import Record
 from fabe.data.triggers import detect_triggers
 
@@ -76,6 +77,8 @@ class RecordResult:
     codebleu: float | None  # of the top candidate against the clean function
     bleu: float | None
     reference: str | None  # the clean function
+    project: str | None = None  # the record's origin project, when it has one
+    verdict: str | None = None  # of the cleaning (fabe.cleaning.trust)
 
 
 def judge(record: Record, cands: list[Candidate]) -> RecordResult:
@@ -90,7 +93,8 @@ def judge(record: Record, cands: list[Candidate]) -> RecordResult:
         changed=normalized(top.code) != normalized(record.input), parses=top.parses,
         score=top.score, weight=top.weight, lines_changed=lines_changed(record.input, top.code),
         clean_rank=rank, codebleu=round(codebleu([record.clean], [top.code]), 4) if has_ref else None,
-        bleu=round(bleu([record.clean], [top.code]), 4) if has_ref else None, reference=record.clean)
+        bleu=round(bleu([record.clean], [top.code]), 4) if has_ref else None, reference=record.clean,
+        project=(record.origin or {}).get("project"), verdict=assess(record.input, cands).verdict)
 
 
 def _rates(rows: Sequence[RecordResult]) -> dict[str, float | int | None]:
@@ -108,6 +112,12 @@ def _rates(rows: Sequence[RecordResult]) -> dict[str, float | int | None]:
 
 
 def summarize(rows: Sequence[RecordResult]) -> dict:
+    """Rates overall, per trigger kind and, where records carry an origin, per project; and
+    how the verdicts relate to exactness."""
     kinds = sorted({r.trigger for r in rows})
-    return {"overall": _rates(rows),
-            "by_trigger": {k: _rates([r for r in rows if r.trigger == k]) for k in kinds}}
+    projects = sorted({r.project for r in rows if r.project})
+    verdicts = {v: {"records": len(of), "exact": round(sum(r.exact for r in of) / len(of), 4)}
+                for v in VERDICTS if (of := [r for r in rows if r.verdict == v])}
+    return {"overall": _rates(rows), "by_trigger": {k: _rates([r for r in rows if r.trigger == k]) for k in kinds},
+            "by_project": {p: _rates([r for r in rows if r.project == p]) for p in projects},
+            "by_verdict": verdicts}

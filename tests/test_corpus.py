@@ -188,8 +188,8 @@ def test_devign_good(tmp_path):
              {"func": F2, "target": 0, "project": "qemu", "commit_id": "cd"}]
     p = write(tmp_path / "function.json", json.dumps(items, indent=2))
     funcs = load_devign(p)
-    assert funcs == [CFunction(F1, "add", "devign-0", str(p), 1),
-                     CFunction(F2, "get_ptr", "devign-1", str(p), 0)]
+    assert funcs == [CFunction(F1, "add", "devign-0", str(p), 1, {"project": "FFmpeg", "commit_id": "ab"}),
+                     CFunction(F2, "get_ptr", "devign-1", str(p), 0, {"project": "qemu", "commit_id": "cd"})]
     assert load_corpus(str(p)) == funcs
 
 
@@ -228,8 +228,8 @@ def test_codexglue_good(tmp_path):
     lines = [json.dumps({"func": F1, "target": 0, "idx": 7}), "",
              json.dumps({"project": "redis", "path": "a.c", "func": F2 + "\r\n"})]
     p = write(tmp_path / "data.jsonl", "\n".join(lines) + "\n")
-    assert load_codexglue(p) == [CFunction(F1, "add", "7", str(p), 0),
-                                 CFunction(F2, "get_ptr", "3", str(p), None)]
+    assert load_codexglue(p) == [CFunction(F1, "add", "7", str(p), 0),  # provenance fields become its origin
+                                 CFunction(F2, "get_ptr", "3", str(p), None, {"project": "redis", "path": "a.c"})]
 
 
 def test_codexglue_errors_name_file_line_and_field(tmp_path):

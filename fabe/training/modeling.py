@@ -102,8 +102,8 @@ def transfer_vocabulary(model: Any, tokenizer: Any, source: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    old = AutoModelForCausalLM.from_pretrained(source)
-    old_tok = AutoTokenizer.from_pretrained(source)
+    old = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, use_safetensors=True)
+    old_tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     state = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and "lm_head" not in k}
     missing = model.load_state_dict(state, strict=False).missing_keys
     if any("embed_tokens" not in k and "lm_head" not in k for k in missing):

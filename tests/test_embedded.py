@@ -67,3 +67,23 @@ def test_the_recipe_can_polish_a_given_model_and_records_its_lineage(tmp_path, t
     meta = json.loads((ship / "fabe.json").read_text())
     assert meta["base_model"] == str(tiny_model_dir) and meta["recipe_config"]["init"] == str(tiny_model_dir)
     assert f"--init {tiny_model_dir}" in meta["recipe"]
+
+
+def test_the_recipe_on_a_real_corpus_holds_projects_out_and_learns_its_own_tokenizer(tmp_path, tiny_model_dir):
+    from fabe.data.dataset import load_records
+    from fabe.data.generator import generate_functions
+    from fabe.training.recipe import EmbeddedConfig, train_embedded
+
+    corpus = tmp_path / "real.jsonl"
+    funcs = generate_functions(60, seed=5)
+    corpus.write_text("".join(json.dumps({"func": f.code, "idx": i, "project": "kept" if i % 3 else "held",
+                                          "path": f"f{i}.c", "license": "MIT"}) + "\n" for i, f in enumerate(funcs)))
+    cfg = EmbeddedConfig(run=str(tmp_path / "run"), data=str(tmp_path / "data"), corpus=str(corpus), holdout="held",
+                         n=40, mix_generated=5, rename_share=0.5, vocab_size=400, transfer_from=str(tiny_model_dir),
+                         max_steps=2, batch_size=2, polish_steps=0, ship=str(tmp_path / "ship"))
+    train_embedded(cfg)
+    records = [r for split in ("train", "valid", "test") for r in load_records(tmp_path / "data" / f"{split}.jsonl")]
+    projects = {(r.origin or {}).get("project") for r in records}
+    assert "held" not in projects and "kept" in projects and None in projects  # generated ones mixed in
+    assert json.loads((tmp_path / "run-base" / "fabe_tiny.json").read_text())["exclude_projects"] == "held"
+    assert (tmp_path / "ship" / "model.safetensors").exists()

@@ -73,6 +73,9 @@ class BuildConfig:
     exclude_projects: str = field(default="", metadata={
         "help": "Leave out functions of these projects (comma list), e.g. the held-out ones."})
     max_lines: int = field(default=0, metadata={"help": "Leave out functions longer than this (0: any length)."})
+    mix_generated: int = field(default=0, metadata={
+        "help": "Also this many generated functions (seeded), so a model trained on real code keeps "
+                "cleaning generated code."})
     rename_share: float = field(default=0.0, metadata={
         "help": "Share of functions whose parameters and locals are first renamed to fresh random names, "
                 "so a model learns to copy names it has never seen rather than recall them."})
@@ -262,6 +265,8 @@ def build_dataset(cfg: BuildConfig) -> dict[str, list[Record]]:
     funcs = select(load_corpus(cfg.corpus, limit=None if filtering else cfg.n, seed=cfg.seed), cfg)
     if filtering and len(funcs) > cfg.n:  # a seeded sample of the selection, in corpus order
         funcs = [funcs[i] for i in sorted(random.Random(cfg.seed).sample(range(len(funcs)), cfg.n))]
+    if cfg.mix_generated and cfg.corpus != "generated":
+        funcs += generate_functions(cfg.mix_generated, seed=cfg.seed)
     if not funcs:
         raise CorpusError(f"{cfg.corpus}: no function of the chosen projects and lengths")
     if cfg.rename_share:

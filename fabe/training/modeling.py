@@ -8,6 +8,7 @@ template) and a small randomly initialized Llama, saved as an ordinary Hugging F
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +95,14 @@ def tiny_llama(cfg: TinyConfig, tokenizer) -> Any:
     return LlamaForCausalLM(config)
 
 
+def shape_of(source: str) -> dict[str, int]:
+    """The TinyConfig shape fields of a Llama model folder's config.json."""
+    config = json.loads((Path(source) / "config.json").read_text())
+    return {"hidden_size": config["hidden_size"], "num_layers": config["num_hidden_layers"],
+            "num_heads": config["num_attention_heads"], "intermediate_size": config["intermediate_size"],
+            "max_positions": config["max_position_embeddings"]}
+
+
 def transfer_vocabulary(model: Any, tokenizer: Any, source: str) -> None:
     """Start `model` from the causal LM at `source` (same shape, another tokenizer): its
     blocks and norms as they are, and each token of `tokenizer` embedded as the mean of the
@@ -105,7 +114,11 @@ def transfer_vocabulary(model: Any, tokenizer: Any, source: str) -> None:
     old = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=False, use_safetensors=True)
     old_tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     state = {k: v for k, v in old.state_dict().items() if "embed_tokens" not in k and "lm_head" not in k}
-    missing = model.load_state_dict(state, strict=False).missing_keys
+    try:
+        missing = model.load_state_dict(state, strict=False).missing_keys
+    except RuntimeError as e:
+        raise ValueError(f"transfer_from: {source} has another shape than the new model "
+                         f"({str(e).splitlines()[1].strip()})") from None
     if any("embed_tokens" not in k and "lm_head" not in k for k in missing):
         raise ValueError(f"transfer_from: {source} has another shape than the new model ({missing[:3]} ...)")
     old_emb = old.get_input_embeddings().weight.detach()  # (V_old, H)

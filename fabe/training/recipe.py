@@ -8,6 +8,11 @@ memorized, so only copying lowers the loss) at a lower learning rate, and copy t
 resumes its run when it exists, so the recipe can be spread over several sittings; `--init`
 polishes a given model (e.g. a checkpoint shipped from an earlier sitting, whose run was lost)
 instead of training phase 1, and the shipped `fabe.json` records that lineage.
+
+For real code (`--corpus FILE.jsonl`), the datasets leave out the `--holdout` projects (the
+ones measured on), can mix in generated functions (`--mix_generated`) and rename locals to
+fresh names (`--rename_share`); `--vocab_size` gives phase 1 a base whose tokenizer is learned
+on the training projects and generated code, started from `--transfer_from`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from fabe.embedded import SHIPPED_CLEANER
 from fabe.files import folder_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -45,6 +49,20 @@ class EmbeddedConfig:
     polish_learning_rate: float = field(default=2.5e-4, metadata={"help": "Peak polishing learning rate."})
     polish_warmup: int = field(default=30, metadata={"help": "Warmup steps of the polish (fresh AdamW state)."})
     ship: str = field(default=str(SHIPPED_CLEANER), metadata={"help": "Where the final model is copied."})
+    corpus: str = field(default="generated", metadata={
+        "help": "The corpus of the datasets: generated, or real C (a .jsonl with project fields)."})
+    holdout: str = field(default="libxml2,nginx,lua", metadata={
+        "help": "Projects of a real corpus no dataset or tokenizer may see (measured on instead)."})
+    mix_generated: int = field(default=0, metadata={"help": "Generated functions mixed into each real dataset."})
+    rename_share: float = field(default=0.0, metadata={
+        "help": "Share of functions whose locals and parameters get fresh random names (copy, do not recall)."})
+    vocab_size: int = field(default=0, metadata={
+        "help": "Learn a tokenizer of this size on the corpus (training projects) and generated code for "
+                "phase 1's base model (0: the embedded base model's)."})
+    transfer_from: str = field(default="", metadata={
+        "help": "With vocab_size: the trained model of the same shape phase 1's base starts from "
+                "(vocabulary transfer)."})
+    max_length: int = field(default=1024, metadata={"help": "Longest prompt+target in tokens."})
 
 
 def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, model: str,
@@ -56,12 +74,15 @@ def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, mod
     from fabe.training.run import train, train_run
 
     if not (Path(data) / "dataset.json").exists():
-        build_dataset(BuildConfig(out=data, n=n, seed=seed, clean_share=cfg.clean_share))
+        real = cfg.corpus != "generated"
+        build_dataset(BuildConfig(out=data, corpus=cfg.corpus, n=n, seed=seed, clean_share=cfg.clean_share,
+                                  exclude_projects=cfg.holdout if real else "", rename_share=cfg.rename_share,
+                                  mix_generated=cfg.mix_generated if real else 0))
     run = RunDir(run_path)
     train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": data, "out": run_path, "model": model,
                                "mode": cfg.mode, "max_steps": max_steps, "batch_size": cfg.batch_size,
                                "learning_rate": learning_rate, "warmup_steps": warmup,
-                               "eval_steps": 250, "save_steps": 250, "eval_limit": 64,
+                               "eval_steps": 250, "save_steps": 250, "eval_limit": 64, "max_length": cfg.max_length,
                                "preset": "tiny-cpu"})
     if run.config_path.exists() and not (run.final_path / "fabe.json").exists():
         train_run(run.path, resume=True)
@@ -70,12 +91,27 @@ def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, mod
     return run.final_path
 
 
+def _base(cfg: EmbeddedConfig) -> str:
+    """Phase 1's base model: the embedded one, or (vocab_size) one with a tokenizer learned on
+    the corpus's training projects and generated code, made once beside the run."""
+    if not cfg.vocab_size:
+        return "embedded"
+    from fabe.training.modeling import TinyConfig, init_tiny, shape_of
+
+    base = Path(f"{cfg.run}-base")
+    if not (base / "config.json").exists():
+        init_tiny(TinyConfig(out=str(base), vocab_size=cfg.vocab_size, seed=cfg.seed, overwrite=True,
+                             corpus="" if cfg.corpus == "generated" else cfg.corpus, exclude_projects=cfg.holdout,
+                             transfer_from=cfg.transfer_from, **(shape_of(cfg.transfer_from) if cfg.transfer_from else {})))
+    return str(base)
+
+
 def train_embedded(cfg: EmbeddedConfig) -> Path:
     if cfg.init:
         final = Path(cfg.init)
         lineage = [json.loads((final / "fabe.json").read_text())] if (final / "fabe.json").exists() else []
     else:
-        final = _phase(cfg, cfg.data, cfg.n, cfg.seed, cfg.run, "embedded", cfg.max_steps, cfg.learning_rate, 100)
+        final = _phase(cfg, cfg.data, cfg.n, cfg.seed, cfg.run, _base(cfg), cfg.max_steps, cfg.learning_rate, 100)
         lineage = []
     if cfg.polish_steps:
         final = _phase(cfg, f"{cfg.data}-polish", cfg.polish_n, cfg.polish_seed, f"{cfg.run}-polish",

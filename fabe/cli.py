@@ -17,15 +17,20 @@ from fabe import embedded
 logger = logging.getLogger("fabe")
 
 
-def _data_build(argv: list[str]) -> int:
+def _options(cls: type, prog: str, description: str, argv: list[str]):
+    """The one config dataclass `cls` of a command, from its flags."""
     from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(cls, prog=f"python -m fabe {prog}", description=description)
+    return parser.parse_args_into_dataclasses(args=argv)[0]
+
+
+def _data_build(argv: list[str]) -> int:
 
     from fabe.data.builder import BuildConfig, build_dataset
     from fabe.data.dataset import dataset_stats, format_stats
 
-    parser = HfArgumentParser(BuildConfig, prog="python -m fabe data build",
-                              description="Build a poisoned Tuna-format dataset (train/valid/test).")
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    cfg = _options(BuildConfig, "data build", "Build a poisoned Tuna-format dataset (train/valid/test).", argv)
     splits = build_dataset(cfg)
     for name, records in splits.items():
         print(f"== {cfg.out}/{name}.jsonl\n{format_stats(dataset_stats(records))}")
@@ -33,13 +38,10 @@ def _data_build(argv: list[str]) -> int:
 
 
 def _data_examples(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
 
     from fabe.data.examples import ExamplesConfig, build_examples
 
-    parser = HfArgumentParser(ExamplesConfig, prog="python -m fabe data examples",
-                              description="Make the shipped real examples (permissive licences, held-out projects).")
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    cfg = _options(ExamplesConfig, "data examples", "Make the shipped real examples (permissive licences, held-out projects).", argv)
     print(f"{len(build_examples(cfg))} examples written to {cfg.out}")
     return 0
 
@@ -91,13 +93,10 @@ def _data_check(argv: list[str]) -> int:
 
 
 def _model_init_tiny(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
 
     from fabe.training.modeling import TinyConfig, init_tiny
 
-    parser = HfArgumentParser(TinyConfig, prog="python -m fabe model init-tiny",
-                              description="Create the embedded tiny Llama and its BPE tokenizer.")
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    cfg = _options(TinyConfig, "model init-tiny", "Create the embedded tiny Llama and its BPE tokenizer.", argv)
     out = init_tiny(cfg)
     print(f"tiny model written to {out}")
     return 0
@@ -194,24 +193,30 @@ def _records_bar(desc: str, quiet: bool):
     return bar, progress
 
 
-def _eval(argv: list[str]) -> int:
-    import json
-
+def _split_parser(prog: str, description: str, data_help: str):
+    """A parser of CleanConfig plus the cleaner (--run | --model), --data, --limit and --json:
+    what the commands that clean a whole split share."""
     from transformers import HfArgumentParser
 
     from fabe.cleaning.cleaner import CleanConfig
-    from fabe.evaluation.runner import run_eval
 
-    parser = HfArgumentParser(CleanConfig, prog="python -m fabe eval",
-                              description="Clean every record of a split and score the top candidates.")
+    parser = HfArgumentParser(CleanConfig, prog=f"python -m fabe {prog}", description=description)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
     source.add_argument("--model", help="A model folder ('embedded': the shipped cleaner).")
-    parser.add_argument("--data", required=True, help="A Tuna-format .jsonl/.json split.")
-    parser.add_argument("--limit", type=int, default=0, help="Evaluate the first N records (0: all).")
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--limit", type=int, default=0, help="Use the first N records (0: all).")
+    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    return parser
+
+
+def _eval(argv: list[str]) -> int:
+    from fabe.evaluation.runner import run_eval
+
+    parser = _split_parser("eval", "Clean every record of a split and score the top candidates.",
+                           "A Tuna-format .jsonl/.json split.")
     parser.add_argument("--out", help="Folder for eval.json and records.csv (default: next to the run).")
     parser.add_argument("--batch_size", type=int, default=8, help="Inputs cleaned at once.")
-    parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     src = args.run or embedded.resolve(args.model, "cleaner")
     bar, progress = _records_bar("evaluating", args.json)
@@ -224,26 +229,17 @@ def _eval(argv: list[str]) -> int:
     else:
         import pandas as pd
 
-        table = pd.DataFrame({"overall": result["overall"], **result["by_trigger"]}).T
+        table = pd.DataFrame({"overall": result["overall"], **result["by_trigger"], **result["by_project"]}).T
         print(table.to_string())
         print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}")
     return 0
 
 
 def _calibrate(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
-
-    from fabe.cleaning.cleaner import CleanConfig
     from fabe.evaluation.runner import calibrate
 
-    parser = HfArgumentParser(CleanConfig, prog="python -m fabe calibrate",
-                              description="Fit the weights' temperature on a validation split; stored in fabe.json.")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
-    source.add_argument("--model", help="A model folder ('embedded': the shipped cleaner).")
-    parser.add_argument("--data", required=True, help="A validation split (records with a clean reference).")
-    parser.add_argument("--limit", type=int, default=0, help="Use the first N records (0: all).")
-    parser.add_argument("--json", action="store_true", help="Print the calibration as JSON.")
+    parser = _split_parser("calibrate", "Fit the weights' temperature on a validation split; stored in fabe.json.",
+                           "A validation split (records with a clean reference).")
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     src = args.run or embedded.resolve(args.model, "cleaner")
     bar, progress = _records_bar("calibrating", args.json)
@@ -307,23 +303,19 @@ def _defend(argv: list[str]) -> int:
 
 
 def _demo(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
 
     from fabe.demo import DemoConfig, run_demo
 
-    (cfg,) = HfArgumentParser(DemoConfig, prog="python -m fabe demo").parse_args_into_dataclasses(args=argv)
+    cfg = _options(DemoConfig, "demo", "The pipeline end to end in a few minutes.", argv)
     run_demo(cfg)
     return 0
 
 
 def _train_embedded(argv: list[str]) -> int:
-    from transformers import HfArgumentParser
 
     from fabe.training.recipe import EmbeddedConfig, train_embedded
 
-    parser = HfArgumentParser(EmbeddedConfig, prog="python -m fabe model train-embedded",
-                              description="Train the embedded cleaner (seeded recipe; resumes).")
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    cfg = _options(EmbeddedConfig, "model train-embedded", "Train the embedded cleaner (seeded recipe; resumes).", argv)
     print(f"embedded cleaner: {train_embedded(cfg)}")
     return 0
 

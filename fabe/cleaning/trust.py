@@ -108,10 +108,10 @@ def trustworthy(cand: Any, source_parses: bool) -> bool:
     return (cand.parses or not source_parses) and cand.keeps_signature is not False and cand.kept >= KEEP_FAILED
 
 
-def verdict(source: str, cands: Sequence[Any]) -> tuple[str, str]:
+def verdict(source: str, cands: Sequence[Any], source_parses: bool | None = None) -> tuple[str, str]:
     """(`confident` | `uncertain` | `failed`, the reason) for candidates carrying their
     signals (rank order)."""
-    source_parses = cparse.parses(source)
+    source_parses = cparse.parses(source) if source_parses is None else source_parses
     top = cands[0]
     if not any(trustworthy(c, source_parses) for c in cands):
         problems = []
@@ -162,8 +162,9 @@ class Cleaning:
 def assess(source: str, cands: Sequence[Any], abstain: bool = False) -> Cleaning:
     """The verdict on a cleaning; with `abstain`, the input is kept when no candidate is
     trustworthy."""
-    label, reason = verdict(source, cands)
-    keep = abstain and not any(trustworthy(c, cparse.parses(source)) for c in cands)
+    source_parses = cparse.parses(source)  # parsed once for the verdict and the abstain rule
+    label, reason = verdict(source, cands, source_parses)
+    keep = abstain and label == "failed"  # failed: no candidate is trustworthy
     if keep:
         reason += "; the input is returned unchanged (abstain)"
     return Cleaning(source, list(cands), label, reason, keep)

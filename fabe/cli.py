@@ -160,10 +160,11 @@ def _clean(argv: list[str]) -> int:
     cfg, args = parser.parse_args_into_dataclasses(args=argv)
     code = sys.stdin.read() if args.input == "-" else read_code_file(args.input)
     check_code(code)
+    reference = read_code_file(args.reference) if args.reference else None
     cleaner = Cleaner.load(args.run or embedded.resolve(args.model or embedded.EMBEDDED, "cleaner"))
     if not cparse.parses(code):
         print(f"warning: {args.input}: does not parse as C; cleaned anyway", file=sys.stderr)
-    cands = mark_reference(cleaner.clean(code, cfg), read_code_file(args.reference) if args.reference else None)
+    cands = mark_reference(cleaner.clean(code, cfg), reference)
     cleaning = cleaner.assess(code, cands, abstain=args.abstain)
     if cleaning.abstained:
         print(f"warning: no trustworthy candidate ({cleaning.reason}); the input is returned unchanged",

@@ -103,6 +103,18 @@ def shape_of(source: str) -> dict[str, int]:
             "max_positions": config["max_position_embeddings"]}
 
 
+def _check_transfer_shape(cfg: TinyConfig) -> None:
+    """Refuse a `transfer_from` of another shape before minutes go into the tokenizer."""
+    check_model_source(cfg.transfer_from)
+    if not (Path(cfg.transfer_from) / "config.json").exists():
+        raise ModelLoadError(f"transfer_from: {cfg.transfer_from}: no such model folder")
+    theirs = shape_of(cfg.transfer_from)
+    differ = [f"{k} {getattr(cfg, k)} here, {v} there" for k, v in theirs.items() if getattr(cfg, k) != v]
+    if differ:
+        raise ValueError(f"transfer_from: {cfg.transfer_from} has another shape than the new model "
+                         f"({'; '.join(differ)}); give the new model that model's shape")
+
+
 def transfer_vocabulary(model: Any, tokenizer: Any, source: str) -> None:
     """Start `model` from the causal LM at `source` (same shape, another tokenizer): its
     blocks and norms as they are, and each token of `tokenizer` embedded as the mean of the
@@ -141,6 +153,8 @@ def init_tiny(cfg: TinyConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and any(out.iterdir()) and not cfg.overwrite:
         raise FileExistsError(f"{out}: folder exists and is not empty (use --overwrite)")
+    if cfg.transfer_from:
+        _check_transfer_shape(cfg)
     logger.info("generating %d functions for the tokenizer", cfg.corpus_n)
     texts = [f.code for f in generate_functions(cfg.corpus_n, cfg.seed)]
     if cfg.corpus:

@@ -61,6 +61,9 @@ def bad(tmp_path_factory, small_dataset) -> SimpleNamespace:
     (d / "latin1.c").write_bytes(b"/* caf\xe9 */\n" + CODE.encode())
     (d / "missing_score.jsonl").write_text(json.dumps({k: v for k, v in _record("m").items() if k != "score"}) + "\n")
     (d / "empty.jsonl").write_text("")
+    (d / "no_clean.jsonl").write_text(json.dumps({**_record("n"), "clean": None, "label": None}) + "\n")
+    (d / "corpus.jsonl").write_text("".join(json.dumps({"project": "alpha", "func": CODE.replace("f(", f"f{i}(")}) + "\n"
+                                            for i in range(5)))
     (d / "huge.jsonl").write_text(json.dumps(_record("big", huge)) + "\n")
     (d / "huge.c").write_text(huge)
     (d / "not-c.txt").write_text("Dear reviewer,\nplease find attached the minutes of the meeting.\n")
@@ -155,6 +158,18 @@ CLI_CASES = [
     ("clean-model-missing", "clean --model {bad.dir}/no-such-model --input {bad.not_c_txt}", ["no such model folder"]),
     ("clean-not-a-model", "clean --model {bad.not_a_model} --input {bad.not_c_txt}", ["no config.json"]),
     ("clean-k0", "clean --model {tiny} --k 0 --input {bad.not_c_txt}", ["k: need at least 1 candidate, got 0"]),
+    ("clean-reference-missing", "clean --model {tiny} --input {bad.not_c_txt} --reference {bad.dir}/no-such.c",
+     ["{bad.dir}/no-such.c: cannot read"]),
+    ("clean-reference-binary", "clean --model {tiny} --input {bad.not_c_txt} --reference {bad.random_c}",
+     ["{bad.random_c}: a binary file"]),
+    ("calibrate-no-reference", "calibrate --model {tiny} --data {bad.no_clean_jsonl}",
+     ["{bad.no_clean_jsonl}: no records with a clean reference to calibrate on"]),
+    ("build-no-such-project", "data build --corpus {bad.corpus_jsonl} --projects beta --out {out}",
+     ["{bad.corpus_jsonl}: no function of the chosen projects and lengths"]),
+    ("init-tiny-transfer-other-shape", "model init-tiny --out {out} --transfer_from {tiny}",
+     ["transfer_from: {tiny} has another shape than the new model (hidden_size 192 here, 64 there"]),
+    ("init-tiny-transfer-missing", "model init-tiny --out {out} --transfer_from {bad.dir}/no-such-model",
+     ["{bad.dir}/no-such-model: no such model folder"]),
     ("clean-lora-other-shape", "clean --run {models.lora_other_shape} --input {bad.not_c_txt}",
      ["does not fit its base model", "size mismatch"]),
     ("clean-lora-other-tokenizer", "clean --run {models.lora_other_tok} --input {bad.not_c_txt}",

@@ -1,6 +1,6 @@
-"""The shipped embedded cleaner: it loads by default and cleans generated code it never saw
-(a quality floor, so a broken checkpoint or a changed prompt is caught); the recipe that
-makes it."""
+"""The shipped embedded cleaner: it loads by default and cleans generated code and real C of
+projects it never saw (quality floors, so a broken checkpoint or a changed prompt is caught);
+the recipe that makes it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from fabe import embedded
 from fabe.embedded import SHIPPED_CLEANER
 
+# measured on the shipped cleaner, less a margin for another CPU's arithmetic
+REAL_FLOOR = {"exact": 0.0, "unpoisoned_unchanged": 0.0, "parse": 0.0}
 shipped = pytest.mark.skipif(not (SHIPPED_CLEANER / "config.json").exists(), reason="no embedded cleaner shipped")
 
 
@@ -32,6 +34,25 @@ def test_the_shipped_cleaner_removes_triggers_from_unseen_functions():
     assert sum(not t.triggers_left for t in tops) >= 3
     similarity = [difflib.SequenceMatcher(a=f.code, b=t.code).ratio() for f, t in zip(funcs, tops)]
     assert sum(similarity) / len(similarity) >= 0.85, similarity
+
+
+@shipped
+def test_the_shipped_cleaner_restores_real_c_of_projects_it_never_trained_on():
+    """The shipped examples (libxml2, nginx, lua: held out of every dataset and of the
+    tokenizer), greedy top candidate. The cleaner shipped before issue 14 scored exact 0%,
+    unpoisoned unchanged 0% and parse 22% here."""
+    from fabe.cleaning.cleaner import CleanConfig, Cleaner
+    from fabe.data.dataset import load_records
+    from fabe.evaluation.runner import evaluate
+
+    records = load_records(embedded.SHIPPED_EXAMPLES)
+    held_out = set(json.loads((SHIPPED_CLEANER / "fabe.json").read_text())["recipe_config"]["holdout"].split(","))
+    assert {r.origin["project"] for r in records} <= held_out
+    summary, _ = evaluate(Cleaner.load(SHIPPED_CLEANER), records, CleanConfig(k=1, decoding="beam"))
+    overall = summary["overall"]
+    assert overall["exact"] >= REAL_FLOOR["exact"], overall
+    assert 1 - overall["false_change"] >= REAL_FLOOR["unpoisoned_unchanged"], overall
+    assert overall["parse"] >= REAL_FLOOR["parse"] and overall["trigger_removal"] >= 0.9, overall
 
 
 def test_the_recipe_trains_then_polishes_on_fresh_data_and_ships(tmp_path, monkeypatch):

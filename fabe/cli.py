@@ -205,7 +205,8 @@ def _split_parser(prog: str, description: str, data_help: str):
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder.")
     source.add_argument("--model", help="A model folder ('embedded': the shipped cleaner).")
-    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--data", required=True, help=data_help + " A dataset folder gives its split; "
+                        "'examples' the shipped real examples, 'embedded' the generated dataset.")
     parser.add_argument("--limit", type=int, default=0, help="Use the first N records (0: all).")
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
     return parser
@@ -222,7 +223,8 @@ def _eval(argv: list[str]) -> int:
     src = args.run or embedded.resolve(args.model, "cleaner")
     bar, progress = _records_bar("evaluating", args.json)
     try:
-        result, out = run_eval(src, args.data, cfg, args.limit, args.out, args.batch_size, progress)
+        result, out = run_eval(src, embedded.resolve_split(args.data, "test"), cfg, args.limit, args.out,
+                               args.batch_size, progress)
     finally:
         bar.close()  # before an error is printed, so it starts a line of its own
     if args.json:
@@ -245,7 +247,7 @@ def _calibrate(argv: list[str]) -> int:
     src = args.run or embedded.resolve(args.model, "cleaner")
     bar, progress = _records_bar("calibrating", args.json)
     try:
-        found = calibrate(src, args.data, cfg, args.limit, progress=progress)
+        found = calibrate(src, embedded.resolve_split(args.data, "valid"), cfg, args.limit, progress=progress)
     finally:
         bar.close()
     print(json.dumps(found, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in found.items()))

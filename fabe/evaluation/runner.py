@@ -89,8 +89,8 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
 def calibrate(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,
               batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> dict:
     """Fit the candidates' weight temperature on a validation split (records with a clean
-    reference), report the calibration, and store both in the model's fabe.json, where a
-    loaded Cleaner finds them."""
+    reference) so that the top confidence predicts whether the top candidate is exact, report
+    the calibration, and store both in the model's fabe.json, where a loaded Cleaner finds them."""
     from fabe.cleaning import calibration
     from fabe.cleaning.loading import model_folder
     from fabe.cleaning.trust import normalized
@@ -105,9 +105,11 @@ def calibrate(source: str | Path, data: str | Path, cfg: CleanConfig | None = No
     cleaner.check_records_fit(records, cfg, data)
     results = cleaner.clean_batch([r.input for r in records], cfg, batch_size, progress)
     scores = [[c.score for c in cands] for cands in results]
-    correct = [[normalized(c.code) == normalized(r.clean) for c in cands] for r, cands in zip(records, results)]
-    temperature = calibration.fit_temperature(scores, correct)
-    found = {**calibration.report(scores, correct, temperature), "data": str(data), "k": cfg.k,
+    tops = [normalized(max(cands, key=lambda c: c.score).code) for cands in results]
+    same = [[normalized(c.code) == top for c in cands] for top, cands in zip(tops, results)]
+    right = [top == normalized(r.clean) for top, r in zip(tops, records)]
+    temperature = calibration.fit_temperature(scores, same, right)
+    found = {**calibration.report(scores, same, right, temperature), "data": str(data), "k": cfg.k,
              "decoding": cfg.decoding}
     folder = model_folder(source)
     meta_path = folder / "fabe.json"

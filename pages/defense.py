@@ -117,5 +117,6 @@ def build(ctx: AppContext) -> None:
         w = _layout(ctx, act)
         w["run"].click(act.on_run, [w[n] for n in ("victim", "cleaner", "split", "chosen", "limit", "k")],
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")
-        w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]])  # .change misses tuple picks
+        w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]],  # .change misses tuple picks
+                         api_name="show_defense")
         w["export"].click(export, [w["saved"], w["format"]], [w["exported"]], api_name="export_defense")

@@ -141,7 +141,8 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     with gr.Accordion("Record browser and export", open=False):
         w["browse"] = gr.Dropdown(act.choices(), label="Evaluation", elem_id="eval-browse")
         with gr.Row():
-            w["kind"] = gr.Dropdown(["all"], value="all", label="Trigger kind", elem_id="eval-kind")
+            w["kind"] = gr.Dropdown(["all"], value="all", label="Trigger kind", elem_id="eval-kind",
+                                    allow_custom_value=True)  # its choices follow the evaluation browsed
             w["outcome"] = gr.Radio(list(OUTCOMES), value="all", label="Outcome", elem_id="eval-outcome")
         w["records"] = gr.Dataframe(interactive=False, elem_id="eval-records")
         w["record_id"] = gr.Dropdown(label="Record to open", choices=[], elem_id="eval-record")
@@ -164,7 +165,7 @@ def build(ctx: AppContext) -> EvaluateTab:
                        [w[n] for n in ("message", "saved", "browse", "table", "overall", "per_kind")],
                        api_name="evaluate")
         # .input, not .change: Gradio 6 fires no change for a pick among (label, value) choices set at build time
-        w["saved"].input(act.compare, [w["saved"]], [w["table"], w["overall"], w["per_kind"]])
+        w["saved"].input(act.compare, [w["saved"]], [w["table"], w["overall"], w["per_kind"]], api_name="compare_evals")
         browsed = [w["records"], w["record_id"], w["data_of"], w["kind"]]
         for box in ("browse", "kind", "outcome"):
             w[box].input(act.on_browse, [w["browse"], w["kind"], w["outcome"]], browsed, api_name=f"eval_{box}")

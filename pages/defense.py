@@ -6,8 +6,6 @@ embedded victim's first-use training shows its steps and ETA in the progress bar
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -21,10 +19,11 @@ from fabe.defense.defenses import (
     run_defense,
     saved_defenses,
 )
-from fabe.evaluation.report import FORMATS, defense_figure, defense_table, export_result, victim_line
+from fabe.evaluation.report import FORMATS, defense_figure, defense_table, victim_line
 from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
+from pages.exports import export_download
 
 
 def show(folder: str | None):
@@ -33,17 +32,6 @@ def show(folder: str | None):
         return None, None, ""
     result = load_defense(folder)
     return defense_table(result), defense_figure(result["defenses"]), victim_line(result.get("victim") or {})
-
-
-def export(folder: str | None, fmt: str) -> str:
-    """The chosen defense result as a file to download (md, tex, png or csv)."""
-    if not folder:
-        raise gr.Error("Choose a saved result to export.")
-    out = Path(tempfile.mkdtemp(prefix="fabe-export-")) / f"defense-{Path(folder).name}.{fmt}"
-    try:
-        return str(export_result(folder, fmt, out))
-    except (OSError, ValueError, RuntimeError) as e:
-        raise gr.Error(str(e)) from None
 
 
 def _reporter(progress: gr.Progress, what: str, unit: str):
@@ -75,6 +63,7 @@ class Actions:
             gr.Info("Training the embedded victim first (once, about a quarter of an hour on a CPU); "
                     "the progress bar shows its steps.")
         out = default_defense_dir(source or victim, data, int(limit), root=self.ctx.runs_dir / "_defense")
+        progress(0, desc="loading the records, the victim and the cleaner; fitting the purifiers")
         try:
             _, folder = run_defense(victim, source, data, chosen, int(limit), int(k), out=out,
                                     progress=_reporter(progress, "defending", "records"),
@@ -119,4 +108,5 @@ def build(ctx: AppContext) -> None:
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")
         w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]],  # .change misses tuple picks
                          api_name="show_defense")
-        w["export"].click(export, [w["saved"], w["format"]], [w["exported"]], api_name="export_defense")
+        w["export"].click(lambda folder, fmt: export_download(folder, fmt, "defense-"), [w["saved"], w["format"]],
+                          [w["exported"]], api_name="export_defense")

@@ -6,7 +6,6 @@ and export an evaluation for a paper (Markdown, LaTeX, PNG, CSV)."""
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from fabe.evaluation.report import (
     by_trigger_figure,
     compare_figure,
     compare_table,
-    export_result,
     load_records_frame,
     records_view,
 )
@@ -29,6 +27,7 @@ from fabe.evaluation.runner import default_eval_dir, load_eval, run_eval, saved_
 from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
+from pages.exports import export_download
 
 
 @dataclass
@@ -80,6 +79,7 @@ class Actions:
             source = resolve_source(model)
             out = default_eval_dir(source, data, cfg, int(limit), root=self.ctx.runs_dir / "_evals")
             desc, eta = f"cleaner {i + 1}/{len(srcs)} ({Path(source).name})", Eta("records")
+            progress(0, desc=f"{desc}: loading the records and the model")
             try:
                 _, folder = run_eval(source, data, cfg, int(limit), out, progress=lambda n, total: progress(
                     (n, total), desc=f"{desc}: {eta.text(n, total)}", unit="records"))
@@ -104,16 +104,6 @@ class Actions:
         view = records_view(frame, trigger, outcome or "all")
         return (view, gr.update(choices=list(view["id"]), value=None), load_eval(folder)["meta"]["data"],
                 gr.update(choices=kinds, value=trigger))
-
-    def on_export(self, folder: str | None, fmt: str) -> str:
-        """The chosen evaluation as a file to download (md, tex, png or csv)."""
-        if not folder:
-            raise gr.Error("Choose an evaluation to export.")
-        out = Path(tempfile.mkdtemp(prefix="fabe-export-")) / f"{Path(folder).name}.{fmt}"
-        try:
-            return str(export_result(folder, fmt, out))
-        except (OSError, ValueError, RuntimeError) as e:
-            raise gr.Error(str(e)) from None
 
 
 def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
@@ -169,5 +159,5 @@ def build(ctx: AppContext) -> EvaluateTab:
         browsed = [w["records"], w["record_id"], w["data_of"], w["kind"]]
         for box in ("browse", "kind", "outcome"):
             w[box].input(act.on_browse, [w["browse"], w["kind"], w["outcome"]], browsed, api_name=f"eval_{box}")
-        w["export"].click(act.on_export, [w["browse"], w["format"]], [w["exported"]], api_name="export_eval")
+        w["export"].click(export_download, [w["browse"], w["format"]], [w["exported"]], api_name="export_eval")
     return EvaluateTab(open_record=w["open"], record_ref=[w["data_of"], w["record_id"]])

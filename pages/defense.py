@@ -96,7 +96,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
         w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "
                                "csv: the rates as numbers)", elem_id="defense-export-format")
         w["export"] = gr.Button("Export the result", elem_id="defense-export")
-    w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="defense-exported")
+    w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="defense-exported", height=90)
     return w
 
 

@@ -22,6 +22,7 @@ from fabe.evaluation.report import (
     compare_table,
     load_records_frame,
     records_view,
+    source_label,
 )
 from fabe.evaluation.runner import default_eval_dir, load_eval, run_eval, saved_evals
 from fabe.progress import Eta
@@ -78,7 +79,7 @@ class Actions:
         for i, (src, model) in enumerate(zip(srcs, models)):
             source = resolve_source(model)
             out = default_eval_dir(source, data, cfg, int(limit), root=self.ctx.runs_dir / "_evals")
-            desc, eta = f"cleaner {i + 1}/{len(srcs)} ({Path(source).name})", Eta("records")
+            desc, eta = f"cleaner {i + 1}/{len(srcs)} ({source_label(str(source))})", Eta("records")
             progress(0, desc=f"{desc}: loading the records and the model")
             try:
                 _, folder = run_eval(source, data, cfg, int(limit), out, progress=lambda n, total: progress(
@@ -142,7 +143,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
             w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "
                                    "csv: the rates as numbers)", elem_id="eval-export-format")
             w["export"] = gr.Button("Export the evaluation", elem_id="eval-export")
-        w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="eval-exported")
+        w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="eval-exported", height=90)
     return w
 
 

@@ -77,7 +77,8 @@ def test_eval_json_carries_every_rate_with_its_count_and_interval(saved_eval):
     assert (o["trigger_removal"], o["trigger_removal_n"], o["trigger_removal_ci"]) == (0.0, 3, wilson(0, 3))
     assert (o["exact"], o["exact_n"], o["exact_ci"]) == (0.4, 5, wilson(2, 5))
     assert (o["false_change"], o["false_change_n"], o["false_change_ci"]) == (0.0, 2, wilson(0, 2))
-    assert result["by_trigger"]["none"]["trigger_removal_n"] == 0 and result["by_trigger"]["none"]["trigger_removal_ci"] is None
+    unpoisoned = result["by_trigger"]["none"]
+    assert unpoisoned["trigger_removal_n"] == 0 and unpoisoned["trigger_removal_ci"] is None
     assert all("exact_ci" in v for v in result["by_verdict"].values())
     summary = (saved_eval / "summary.csv").read_text().splitlines()
     assert summary[0] == "scope,metric,rate,n,ci_low,ci_high"
@@ -111,7 +112,8 @@ def test_a_zero_bar_is_drawn_and_a_kind_without_samples_is_labelled(saved_eval):
 
 DEFENSE = {"meta": {"records": 6, "data": "d/test.jsonl"},
            "victim": {"functions": 1800, "clean_accuracy": 0.9311, "asr": {"fixed": 1.0, "assert": 0.25}},
-           "defenses": {"fabe": {"overall": {**rate([False] * 4, "asr"), **rate([True, False], "ca"), "s_per_sample": 0.12},
+           "defenses": {"fabe": {"overall": {**rate([False] * 4, "asr"), **rate([True, False], "ca"),
+                                             "s_per_sample": 0.12},
                                  "by_trigger": {"fixed": {**rate([False] * 4, "asr"), **rate([], "ca")},
                                                 "assert": {**rate([], "asr"), **rate([], "ca")}}}}}
 
@@ -143,7 +145,8 @@ def test_exports_write_a_markdown_table_a_latex_tabular_and_csv(saved_eval, tmp_
     (tmp_path / "def").mkdir()
     (tmp_path / "def" / "defense.json").write_text(json.dumps(DEFENSE))
     csv = export_result(tmp_path / "def", "csv", tmp_path / "d.csv").read_text().splitlines()
-    assert csv[0] == "defense,scope,metric,rate,n,ci_low,ci_high" and csv[1] == "fabe,all,asr,0.0,4,0.0,0.489891"  # z^2 / (4 + z^2) for 0/4
+    assert csv[0] == "defense,scope,metric,rate,n,ci_low,ci_high"
+    assert csv[1] == "fabe,all,asr,0.0,4,0.0,0.489891"  # z^2 / (4 + z^2) for 0/4
 
 
 def test_bad_exports_are_refused_with_the_file_named(saved_eval, tmp_path):

@@ -227,8 +227,9 @@ def figure_png(fig: go.Figure, width: int = 900, height: int = 500) -> bytes:
     try:
         return fig.to_image(format="png", width=width, height=height, scale=2)
     except (ImportError, ValueError, RuntimeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         raise RuntimeError(f"PNG export needs plotly's kaleido and a Chrome or Chromium (Debian: apt-get install "
-                           f"chromium; or set BROWSER_PATH): {str(e).strip().splitlines()[0] if str(e) else e!r}") from None
+                           f"chromium; or set BROWSER_PATH): {why}") from None
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -278,7 +279,7 @@ def export_result(folder: str | Path, fmt: str, out: str | Path) -> Path:
     return out
 
 
-def _source_label(source: str) -> str:
+def source_label(source: str) -> str:
     """A cleaner's name for a caption: its run for a run's final model, run and checkpoint
     for a checkpoint, else the folder's name."""
     path = Path(source)
@@ -294,7 +295,7 @@ def _views(kind: str, result: dict, folder: Path) -> tuple[pd.DataFrame, Callabl
         caption = (f"Attack success rate and clean accuracy under each defense on {meta.get('records', '?')} records "
                    f"of {Path(str(meta.get('data', ''))).name}; 95% Wilson intervals.")
         return defense_table(result), lambda: defense_figure(result["defenses"]), caption
-    caption = (f"Cleaner {_source_label(str(meta.get('source', folder)))} on {meta.get('records', '?')} records of "
+    caption = (f"Cleaner {source_label(str(meta.get('source', folder)))} on {meta.get('records', '?')} records of "
                f"{Path(str(meta.get('data', ''))).name}; rates with 95% Wilson intervals.")
     return eval_table(result), lambda: eval_figure(result), caption
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from fabe import embedded
@@ -180,18 +181,23 @@ def _clean(argv: list[str]) -> int:
     return 0
 
 
-def _records_bar(desc: str, quiet: bool):
-    """A tqdm bar over records (hidden under --json unless stderr is a terminal) and the
-    progress(done, total) callback that drives it."""
+def _records_bar(desc: str, quiet: bool, unit: str = "rec"):
+    """A tqdm bar (hidden under --json unless stderr is a terminal) and the progress(done,
+    total) callback that drives it. The bar is made at the first report, so one that is never
+    driven (the victim already trained) prints nothing; `.close()` ends it."""
+    from types import SimpleNamespace
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(desc=desc, unit="rec", disable=quiet and not sys.stderr.isatty())
+    bars: list = []
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(desc=desc, unit=unit, total=total, disable=quiet and not sys.stderr.isatty()))
+        bars[0].total = total
+        bars[0].update(done - bars[0].n)
 
-    return bar, progress
+    return SimpleNamespace(close=lambda: [bar.close() for bar in bars]), progress
 
 
 def _split_parser(prog: str, description: str, data_help: str):
@@ -230,11 +236,10 @@ def _eval(argv: list[str]) -> int:
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
     else:
-        import pandas as pd
+        from fabe.evaluation.report import eval_table
 
-        table = pd.DataFrame({"overall": result["overall"], **result["by_trigger"], **result["by_project"]}).T
-        print(table.to_string())
-        print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}")
+        print(eval_table(result).to_string(index=False))
+        print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}, {out / 'summary.csv'}")
     return 0
 
 
@@ -257,15 +262,34 @@ def _calibrate(argv: list[str]) -> int:
 def _export(argv: list[str]) -> int:
     import argparse
 
-    from fabe.cleaning.export import export_model
-
-    parser = argparse.ArgumentParser(prog="python -m fabe export",
-                                     description="Merge a LoRA cleaner into its base model and save it (safetensors).")
-    parser.add_argument("--run", required=True, help="Run directory (its final/) or a checkpoint-N folder.")
-    parser.add_argument("--out", required=True, help="New folder for the exported model.")
-    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fabe export",
+        description="Merge a LoRA cleaner into its base model (--run), or export a saved evaluation or defense "
+                    "result for a paper (--eval/--defense with --format).")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="Run directory (its final/) or a checkpoint-N folder: the model to export.")
+    what.add_argument("--eval", help="A folder holding eval.json (an evaluation's results).")
+    what.add_argument("--defense", help="A folder holding defense.json (a defense's results).")
+    parser.add_argument("--out", required=True, help="New folder for the model, or the file to write the results to.")
+    parser.add_argument("--format", choices=["md", "tex", "png", "csv"],
+                        help="Results as a Markdown table, a LaTeX table, a PNG chart or the rates as CSV numbers.")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (--run).")
     args = parser.parse_args(argv)
-    print(f"exported: {export_model(args.run, args.out, args.dtype)}")
+    if args.run:
+        from fabe.cleaning.export import export_model
+
+        print(f"exported: {export_model(args.run, args.out, args.dtype)}")
+        return 0
+    from fabe.evaluation.report import export_result
+
+    if not args.format:
+        parser.error("--format: give md, tex, png or csv with --eval/--defense")
+    folder = args.eval or args.defense
+    name = "eval.json" if args.eval else "defense.json"
+    if not (Path(folder) / name).is_file():
+        raise ValueError(f"{folder}: no {name} in it (--{'eval' if args.eval else 'defense'} takes the folder "
+                         f"that `fabe {'eval' if args.eval else 'defend'}` saved)")
+    print(f"exported: {export_result(folder, args.format, args.out)}")
     return 0
 
 
@@ -289,19 +313,21 @@ def _defend(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cleaner = embedded.resolve(args.cleaner or embedded.EMBEDDED, "cleaner")
     bar, progress = _records_bar("defending", args.json)
+    victim_bar, victim_progress = _records_bar("training the embedded victim (once)", args.json, unit="step")
     try:
         result, out = run_defense(args.victim, cleaner, args.data, [d.strip() for d in args.defenses.split(",")],
-                                  args.limit, args.k, args.target_label, args.out, progress)
+                                  args.limit, args.k, args.target_label, args.out, progress, victim_progress)
     finally:
+        victim_bar.close()
         bar.close()  # before an error is printed, so it starts a line of its own
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
     else:
-        import pandas as pd
+        from fabe.evaluation.report import defense_table, victim_line
 
-        rows = {name: r["overall"] for name, r in result["defenses"].items()}
-        print(pd.DataFrame(rows).T.to_string())
-        print(f"\nsaved: {out / 'defense.json'}, {out / 'outcomes.csv'}")
+        print(victim_line(result["victim"]))
+        print(defense_table(result).to_string(index=False))
+        print(f"\nsaved: {out / 'defense.json'}, {out / 'outcomes.csv'}, {out / 'summary.csv'}")
     return 0
 
 
@@ -425,7 +451,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
     ("calibrate",): (_calibrate, "fit the candidates' weight temperature on a validation split (stored with the model)"),
-    ("export",): (_export, "merge a LoRA cleaner into its base model and save it for use elsewhere"),
+    ("export",): (_export, "a LoRA cleaner merged into its base model, or saved results as Markdown/LaTeX/PNG/CSV"),
     ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),

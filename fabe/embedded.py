@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 from fabe.home import fabe_home, made_once
 
@@ -35,34 +36,42 @@ def home_path(kind: str) -> Path:
             "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim"}[kind]
 
 
-def _make_model(path: Path) -> None:
+def _make_model(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     from fabe.training.modeling import TinyConfig, init_tiny
 
     logger.info("creating the embedded tiny base model in %s", path)
     init_tiny(TinyConfig(out=str(path), overwrite=True))
 
 
-def _make_data(path: Path) -> None:
+def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     from fabe.data.builder import BuildConfig, build_dataset
 
     logger.info("building the embedded generated dataset in %s", path)
     build_dataset(BuildConfig(out=str(path), **GENERATED_DATA))
 
 
-def _make_victim(path: Path) -> None:
+def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
+    """Train the embedded victim; `progress(step, max_steps)` follows its training (about a
+    quarter of an hour on two CPU cores)."""
     from fabe.defense.victims import VictimConfig, train_victim
 
     logger.info("training the embedded victim in %s (a few minutes, once)", path)
-    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model")))
+    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model")), progress)
 
 
 MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json"),
           "victim": (_make_victim, "victim.json")}
 
 
-def resolve(name: str | Path, kind: str) -> str:
+def needs_making(name: str | Path, kind: str) -> bool:
+    """Whether resolving `name` would first make the embedded `kind` (e.g. train the victim)."""
+    return str(name) == EMBEDDED and kind in MAKERS and not (home_path(kind) / MAKERS[kind][1]).exists()
+
+
+def resolve(name: str | Path, kind: str, progress: Callable[[int, int], None] | None = None) -> str:
     """`name`, or for `embedded` the path of the embedded `kind`, made on first use (the
-    shipped cleaner cannot be made: its absence is an error that says how to train one)."""
+    shipped cleaner cannot be made: its absence is an error that says how to train one);
+    `progress(done, total)` follows the making where it is long (the victim's training)."""
     if kind not in KINDS:
         raise ValueError(f"Unknown embedded kind: {kind}. Should be one of {list(KINDS)}")
     if str(name) != EMBEDDED:
@@ -74,7 +83,7 @@ def resolve(name: str | Path, kind: str) -> str:
                                     "`python -m fabe model train-embedded` or give a run or model folder")
         return str(path)
     make, marker = MAKERS[kind]
-    return str(made_once(path, marker, lambda: make(path)))
+    return str(made_once(path, marker, lambda: make(path, progress)))
 
 
 def resolve_split(name: str | Path, split: str = "test") -> Path:

@@ -1,14 +1,16 @@
 """Defense tab: a victim classifier under FABE's front-door defense, top-1 cleaning, the
-purifier baselines and no defense; ASR and clean accuracy per defense and trigger kind as a
-table and a grouped bar chart, saved next to the cleaner's run and shown again later."""
+purifier baselines and no defense; ASR and clean accuracy per defense and trigger kind, each
+with its 95% interval and count, as a table and a grouped bar chart, saved next to the
+cleaner's run, shown again later and exported for a paper (Markdown, LaTeX, PNG, CSV). The
+embedded victim's first-use training shows its steps and ETA in the progress bar."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
+from fabe import embedded
 from fabe.cleaning.serving import cleaner_sources, resolve_source
 from fabe.defense.defenses import (
     DEFENSES,
@@ -17,20 +19,25 @@ from fabe.defense.defenses import (
     run_defense,
     saved_defenses,
 )
+from fabe.evaluation.report import FORMATS, defense_figure, defense_table, victim_line
+from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
-from pages.plots import defense_figure
+from pages.exports import export_download
 
 
 def show(folder: str | None):
+    """The saved result's table, chart and the victim's own measure as a sentence."""
     if not folder:
         return None, None, ""
     result = load_defense(folder)
-    rows = [{"defense": name, **r["overall"]} for name, r in result["defenses"].items()]
-    victim = result.get("victim") or {}
-    head = (f"Victim before defense (its own held-out measure): clean accuracy {victim.get('clean_accuracy')}, "
-            f"ASR {victim.get('asr')}." if victim else "")
-    return pd.DataFrame(rows), defense_figure(result["defenses"]), head
+    return defense_table(result), defense_figure(result["defenses"]), victim_line(result.get("victim") or {})
+
+
+def _reporter(progress: gr.Progress, what: str, unit: str):
+    """progress(done, total) shown with its counts, pace and ETA."""
+    eta = Eta(unit)
+    return lambda n, total: progress((n, total), desc=f"{what}: {eta.text(n, total)}", unit=unit)
 
 
 class Actions:
@@ -52,10 +59,16 @@ class Actions:
             source = resolve_source(self.ctx.confine_model(cleaner)) if cleaner else None
         except (OSError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        if embedded.needs_making(victim, "victim"):
+            gr.Info("Training the embedded victim first (once, about a quarter of an hour on a CPU); "
+                    "the progress bar shows its steps.")
         out = default_defense_dir(source or victim, data, int(limit), root=self.ctx.runs_dir / "_defense")
+        progress(0, desc="loading the records, the victim and the cleaner; fitting the purifiers")
         try:
             _, folder = run_defense(victim, source, data, chosen, int(limit), int(k), out=out,
-                                    progress=lambda n, total: progress((n, total), desc="defending", unit="records"))
+                                    progress=_reporter(progress, "defending", "records"),
+                                    victim_progress=_reporter(progress, "training the embedded victim (once)",
+                                                              "steps"))
         except (OSError, ValueError, ModelLoadError) as e:
             raise gr.Error(str(e)) from None
         return (f"Saved to `{folder}`.", gr.update(choices=self.choices(), value=str(folder)), *show(str(folder)))
@@ -76,9 +89,14 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     w["run"] = gr.Button("Run defenses", variant="primary")
     w["message"] = gr.Markdown(elem_id="defense-message")
     w["saved"] = gr.Dropdown(act.choices(), label="Saved results", elem_id="defense-saved")
-    w["victim_md"] = gr.Markdown()
+    w["victim_md"] = gr.Markdown(elem_id="defense-victim")
     w["table"] = gr.Dataframe(interactive=False, elem_id="defense-table")
     w["chart"] = gr.Plot(elem_id="defense-chart")
+    with gr.Row():
+        w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "
+                               "csv: the rates as numbers)", elem_id="defense-export-format")
+        w["export"] = gr.Button("Export the result", elem_id="defense-export")
+    w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="defense-exported", height=90)
     return w
 
 
@@ -88,5 +106,7 @@ def build(ctx: AppContext) -> None:
         w = _layout(ctx, act)
         w["run"].click(act.on_run, [w[n] for n in ("victim", "cleaner", "split", "chosen", "limit", "k")],
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")
-        w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]])  # .change misses tuple picks
-
+        w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]],  # .change misses tuple picks
+                         api_name="show_defense")
+        w["export"].click(lambda folder, fmt: export_download(folder, fmt, "defense-"), [w["saved"], w["format"]],
+                          [w["exported"]], api_name="export_defense")

@@ -1,6 +1,8 @@
-"""Evaluate tab: evaluate one or more cleaners (runs, checkpoints, the shipped one) on a split,
-compare saved evaluations in a table and plotly bar charts (overall and per trigger kind),
-and browse an evaluation's records, opening any of them in the Clean tab."""
+"""Evaluate tab: evaluate one or more cleaners (runs, checkpoints, the shipped one) on a split
+with counts and an ETA, compare saved evaluations in a table (every rate with its 95%
+interval and count, overall and per trigger kind) and plotly bar charts, browse an
+evaluation's records filtered by trigger kind and outcome, open any of them in the Clean tab,
+and export an evaluation for a paper (Markdown, LaTeX, PNG, CSV)."""
 
 from __future__ import annotations
 
@@ -9,14 +11,24 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
 from fabe.cleaning.cleaner import DECODINGS, CleanConfig
 from fabe.cleaning.serving import cleaner_sources, resolve_source
+from fabe.evaluation.report import (
+    FORMATS,
+    OUTCOMES,
+    by_trigger_figure,
+    compare_figure,
+    compare_table,
+    load_records_frame,
+    records_view,
+    source_label,
+)
 from fabe.evaluation.runner import default_eval_dir, load_eval, run_eval, saved_evals
+from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
-from pages.plots import COMPARED, by_trigger_figure, compare_figure
+from pages.exports import export_download
 
 
 @dataclass
@@ -41,12 +53,10 @@ class Actions:
         return [(self.label(f), str(f)) for f in saved_evals(self.ctx.runs_dir)]
 
     def compare(self, folders: list[str] | None):
-        """Table of the chosen evaluations' overall metrics and the two charts."""
+        """Table of the chosen evaluations' rates (overall and per trigger kind, each with its
+        interval and count) and the two charts."""
         results = {self.label(Path(f)): load_eval(f) for f in folders or []}
-        rows = [{"evaluation": name, "records": r["overall"]["records"],
-                 **{m: r["overall"].get(m) for m in COMPARED}, "s/record": r["meta"].get("s_per_record")}
-                for name, r in results.items()]
-        return pd.DataFrame(rows), compare_figure(results), by_trigger_figure(results)
+        return compare_table(results), compare_figure(results), by_trigger_figure(results)
 
     def on_refresh(self, current_saved: list[str] | None):
         found = self.choices()
@@ -69,10 +79,11 @@ class Actions:
         for i, (src, model) in enumerate(zip(srcs, models)):
             source = resolve_source(model)
             out = default_eval_dir(source, data, cfg, int(limit), root=self.ctx.runs_dir / "_evals")
-            desc = f"{i + 1}/{len(srcs)}: {Path(source).name}"
+            desc, eta = f"cleaner {i + 1}/{len(srcs)} ({source_label(str(source))})", Eta("records")
+            progress(0, desc=f"{desc}: loading the records and the model")
             try:
-                _, folder = run_eval(source, data, cfg, int(limit), out,
-                                     progress=lambda n, total: progress((n, total), desc=desc, unit="records"))
+                _, folder = run_eval(source, data, cfg, int(limit), out, progress=lambda n, total: progress(
+                    (n, total), desc=f"{desc}: {eta.text(n, total)}", unit="records"))
             except (OSError, ValueError, ModelLoadError) as e:
                 raise gr.Error(f"{src}: {e}") from None
             done.append(str(folder))
@@ -81,12 +92,19 @@ class Actions:
         return (f"Evaluated {len(done)} cleaner(s) on `{data}`.", gr.update(choices=found, value=picked),
                 gr.update(choices=found), *self.compare(picked))
 
-    def on_browse(self, folder: str | None):
+    def on_browse(self, folder: str | None, trigger: str = "all", outcome: str = "all"):
+        """The evaluation's records of one trigger kind and outcome; the kinds it has."""
         if not folder:
-            return None, gr.update(choices=[]), ""
-        frame = pd.read_csv(Path(folder) / "records.csv")
-        view = frame[["id", "trigger", "exact", "removed", "changed", "parses", "weight", "codebleu"]]
-        return view, gr.update(choices=list(frame["id"]), value=None), load_eval(folder)["meta"]["data"]
+            return None, gr.update(choices=[]), "", gr.update(choices=["all"], value="all")
+        try:
+            frame = load_records_frame(folder)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+        kinds = ["all", *sorted(frame["trigger"].unique())]
+        trigger = trigger if trigger in kinds else "all"
+        view = records_view(frame, trigger, outcome or "all")
+        return (view, gr.update(choices=list(view["id"]), value=None), load_eval(folder)["meta"]["data"],
+                gr.update(choices=kinds, value=trigger))
 
 
 def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
@@ -111,12 +129,21 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     with gr.Row():
         w["overall"] = gr.Plot(elem_id="eval-chart")
         w["per_kind"] = gr.Plot(elem_id="eval-by-trigger")
-    with gr.Accordion("Record browser", open=False):
+    with gr.Accordion("Record browser and export", open=False):
         w["browse"] = gr.Dropdown(act.choices(), label="Evaluation", elem_id="eval-browse")
+        with gr.Row():
+            w["kind"] = gr.Dropdown(["all"], value="all", label="Trigger kind", elem_id="eval-kind",
+                                    allow_custom_value=True)  # its choices follow the evaluation browsed
+            w["outcome"] = gr.Radio(list(OUTCOMES), value="all", label="Outcome", elem_id="eval-outcome")
         w["records"] = gr.Dataframe(interactive=False, elem_id="eval-records")
         w["record_id"] = gr.Dropdown(label="Record to open", choices=[], elem_id="eval-record")
         w["open"] = gr.Button("Open in the Clean tab")
         w["data_of"] = gr.Textbox(visible=False)
+        with gr.Row():
+            w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "
+                                   "csv: the rates as numbers)", elem_id="eval-export-format")
+            w["export"] = gr.Button("Export the evaluation", elem_id="eval-export")
+        w["exported"] = gr.File(label="Exported file", interactive=False, elem_id="eval-exported", height=90)
     return w
 
 
@@ -129,6 +156,9 @@ def build(ctx: AppContext) -> EvaluateTab:
                        [w[n] for n in ("message", "saved", "browse", "table", "overall", "per_kind")],
                        api_name="evaluate")
         # .input, not .change: Gradio 6 fires no change for a pick among (label, value) choices set at build time
-        w["saved"].input(act.compare, [w["saved"]], [w["table"], w["overall"], w["per_kind"]])
-        w["browse"].input(act.on_browse, [w["browse"]], [w["records"], w["record_id"], w["data_of"]])
+        w["saved"].input(act.compare, [w["saved"]], [w["table"], w["overall"], w["per_kind"]], api_name="compare_evals")
+        browsed = [w["records"], w["record_id"], w["data_of"], w["kind"]]
+        for box in ("browse", "kind", "outcome"):
+            w[box].input(act.on_browse, [w["browse"], w["kind"], w["outcome"]], browsed, api_name=f"eval_{box}")
+        w["export"].click(export_download, [w["browse"], w["format"]], [w["exported"]], api_name="export_eval")
     return EvaluateTab(open_record=w["open"], record_ref=[w["data_of"], w["record_id"]])

@@ -1,5 +1,6 @@
-"""Plotly figures: a run's losses (raw and smoothed) and learning rate, evaluations compared
-overall and per trigger kind, and defenses' attack success rate and clean accuracy.
+"""Plotly figures of a run: its losses (raw and smoothed) and learning rate. (The charts of
+evaluations and defenses are built by the library, `fabe.evaluation.report`, which exports
+them as PNG too.)
 
 Each figure has a title and titled axes. The run charts take the columns of
 `fabe.rundir.MetricsFollower`; a long run logs hundreds of thousands of points, so each trace
@@ -76,35 +77,3 @@ def lr_figure(columns: dict[str, list]) -> go.Figure:
     steps, values = _series(columns, "learning_rate")
     traces = [_line(steps, values, name="learning rate", mode="lines")] if len(values) else []
     return _figure(traces, "Learning rate", "step", "learning rate", height=340)
-
-
-COMPARED = ("trigger_removal", "exact", "codebleu", "bleu", "parse", "false_change", "top_weight")
-
-
-def compare_figure(results: dict[str, dict], metrics: tuple[str, ...] = COMPARED) -> go.Figure:
-    """One bar group per metric, one bar per evaluation (e.g. simple vs full mode)."""
-    traces = [go.Bar(name=name, x=list(metrics), y=[r["overall"].get(m) for m in metrics])
-              for name, r in results.items()]
-    return _figure(traces, "Top candidate, overall", "metric", "rate", barmode="group", height=360,
-                   yaxis=dict(range=[0, 1]))
-
-
-def by_trigger_figure(results: dict[str, dict], metric: str = "exact") -> go.Figure:
-    """`metric` per trigger kind, one bar per evaluation."""
-    kinds = sorted({k for r in results.values() for k in r["by_trigger"]})
-    traces = [go.Bar(name=name, x=kinds, y=[r["by_trigger"].get(k, {}).get(metric) for k in kinds])
-              for name, r in results.items()]
-    return _figure(traces, f"{metric} by trigger kind", "trigger kind", metric, barmode="group", height=360)
-
-
-def defense_figure(defenses: dict[str, dict]) -> go.Figure:
-    """ASR (solid) and clean accuracy (hatched) per defense, per trigger kind for ASR."""
-    kinds = sorted({k for r in defenses.values() for k in r["by_trigger"]})
-    traces = [go.Bar(name=f"{name} ASR", x=["all", *kinds],
-                     y=[r["overall"]["asr"], *[r["by_trigger"].get(k, {}).get("asr") for k in kinds]])
-              for name, r in defenses.items()]
-    traces += [go.Bar(name=f"{name} CA", x=["clean accuracy"], y=[r["overall"]["ca"]],
-                      marker=dict(pattern=dict(shape="/")))
-               for name, r in defenses.items()]
-    return _figure(traces, "Attack success rate (lower is better) and clean accuracy", "trigger kind",
-                   "rate", barmode="group", height=380, yaxis=dict(range=[0, 1]))

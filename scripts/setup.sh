@@ -13,8 +13,11 @@ fi
 # CodeBLEU's package pins tree-sitter<0.23 but runs on the tree-sitter we use (tested in
 # tests/test_evaluate.py), so it is installed without its dependencies.
 .venv/bin/python -m pip install --quiet --no-deps codebleu==0.7.0
-# Browser tests drive Debian's Chromium through Playwright (never `playwright install`).
-if [ "$req" = requirements-dev.txt ] && ! command -v chromium >/dev/null; then
+# Browser tests drive Debian's Chromium through Playwright (never `playwright install`); PNG
+# exports of results drive it through kaleido.
+if [ "$req" = requirements.txt ] && ! command -v chromium >/dev/null; then
+    echo "note: PNG exports of results need a Chromium (apt-get install chromium); md, tex and csv do not" >&2
+elif [ "$req" = requirements-dev.txt ] && ! command -v chromium >/dev/null; then
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
     else

@@ -224,8 +224,10 @@ def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, 
         return p && p.data && p.data.length === 2; }""", timeout=60_000)
     names = page.evaluate("() => document.querySelector('#eval-chart .js-plotly-plot').data.map(t => t.name)")
     assert sorted(n.split("-")[-1] for n in names) == ["2", "4"], names  # both checkpoints in the chart
-    assert "two-ckpt" in page.locator("#eval-table").inner_text()
-    assert chart_titles(page, "eval-chart") == ["Top candidate, overall", "metric", "rate"]
+    table = page.locator("#eval-table").inner_text()
+    assert "two-ckpt" in table and "n=2" in table and "%" in table  # rates with their interval and count
+    assert chart_titles(page, "eval-chart") == ["Top candidate, overall (95% Wilson intervals)", "metric", "rate"]
+    assert bars_all_seen(page, "eval-chart") and bars_all_seen(page, "eval-by-trigger")
     assert chart_titles(page, "eval-by-trigger") == ["exact by trigger kind", "trigger kind", "exact"]
     page.get_by_text("Record browser").click()
     choose(page, "Evaluation", names[0])
@@ -247,6 +249,25 @@ def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, sma
     page.wait_for_selector("#defense-message >> text=Saved to", timeout=120_000)
     assert chart_titles(page, "defense-chart") == ["Attack success rate (lower is better) and clean accuracy",
                                                    "trigger kind", "rate"]
+    assert bars_all_seen(page, "defense-chart")
+    victim = page.locator("#defense-victim").inner_text()
+    assert victim.startswith("Victim before any defense") and "{" not in victim, victim  # a sentence, not a dict
+    assert "n=" in page.locator("#defense-table").inner_text()
+    page.get_by_role("button", name="Export the result").click()  # Markdown, the default format
+    link = page.locator("#defense-exported a").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download() as download:
+        link.click()
+    md = Path(download.value.path()).read_text()
+    assert md.startswith("| defense") and "| none " in md, md
+
+
+def bars_all_seen(page, elem_id: str) -> bool:
+    """Every bar of the chart in the page has a height above 0 unless labelled "no samples"
+    (a rate of 0 is drawn as a thin bar, not left out)."""
+    traces = page.evaluate(f"""() => document.querySelector('#{elem_id} .js-plotly-plot').data
+        .map(t => [Array.from(t.y), Array.from(t.text)])""")
+    return bool(traces) and all(y > 0 or text == "no samples" for ys, texts in traces for y, text in zip(ys, texts))
 
 
 def test_options_that_do_not_apply_are_hidden_and_come_back(page):

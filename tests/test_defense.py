@@ -64,6 +64,8 @@ def test_a_victim_that_ignores_its_input_has_no_attack_success_and_the_same_accu
         # ASR counts poisoned records whose truth is not the target: r0, r2, and r5 (its clean
         # version is predicted 1); CA counts unpoisoned labelled ones: r3 (right), r4 (wrong)
         assert (o["asr"], o["asr_n"], o["ca"], o["ca_n"]) == (0.0, 3, 0.5, 2), name
+        assert o["asr_ci"] == pytest.approx([0.0, 0.5615], abs=5e-5), name  # Wilson of 0/3
+        assert o["ca_ci"] == pytest.approx([0.0945, 0.9055], abs=5e-5), name  # and of 1/2
         assert set(result["by_trigger"]) == {"fixed", "assert"} and o["s_per_sample"] >= 0
     assert [r.counted_for for r in outcomes["none"]] == ["asr", "", "asr", "ca", "ca", "asr"]
 
@@ -75,7 +77,7 @@ def test_unknown_defenses_and_a_missing_cleaner_are_named(records):
         defend(DefenseRun(victim=ConstantVictim(), target=0), records, ["fabe"])
 
 
-DEFENSE_FIELDS = {"asr", "asr_n", "ca", "ca_n", "s_per_sample"}
+DEFENSE_FIELDS = {"asr", "asr_n", "asr_ci", "ca", "ca_n", "ca_ci", "s_per_sample"}
 
 
 def test_defend_json_fields_are_stable_and_results_are_saved(small_victim, tiny_model_dir, small_dataset, tmp_path):
@@ -100,3 +102,4 @@ def test_defend_json_fields_are_stable_and_results_are_saved(small_victim, tiny_
     assert set(data["victim"]) >= {"clean_accuracy", "asr"}
     assert json.loads((out / "defense.json").read_text())["defenses"] == data["defenses"]
     assert (out / "outcomes.csv").read_text().count("\n") == 1 + 5 * 3
+    assert (out / "summary.csv").read_text().startswith("defense,scope,metric,rate,n,ci_low,ci_high\n")

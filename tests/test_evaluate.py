@@ -9,7 +9,7 @@ import pytest
 
 from fabe.data.builder import BuildConfig, build_dataset
 from fabe.cleaning.cleaner import rank_candidates
-from fabe.evaluation.metrics import judge, summarize, trigger_removed
+from fabe.evaluation.metrics import judge, summarize, trigger_removed, wilson
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_saved_evaluations_are_complete_files(records, tmp_path):
     with (out / "records.csv").open() as f:
         table = list(csv.DictReader(f))
     assert [r["id"] for r in table] == [r.id for r in records[:5]] and table[0]["top"] == records[0].clean
-    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "records.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "records.csv", "summary.csv"]
 
 
 def test_partial_renaming_is_not_removal(records):
@@ -81,8 +81,9 @@ def test_partial_renaming_is_not_removal(records):
     assert trigger_removed(rec, rec.clean)
 
 
-SUMMARY_FIELDS = {"records", "trigger_removal", "exact", "codebleu", "bleu", "parse", "false_change",
-                  "clean_in_k", "top_weight", "lines_changed"}
+RATE_FIELDS = ("trigger_removal", "exact", "parse", "false_change", "clean_in_k")
+SUMMARY_FIELDS = {"records", "codebleu", "bleu", "top_weight", "lines_changed",
+                  *(f"{rate}{suffix}" for rate in RATE_FIELDS for suffix in ("", "_n", "_ci"))}
 
 
 def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small_dataset, tmp_path):
@@ -107,6 +108,11 @@ def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small
     saved = json.loads((out / "eval.json").read_text())
     assert saved["overall"] == data["overall"]
     assert len((out / "records.csv").read_text().splitlines()) >= 4  # header + 3 records (code spans lines)
+    o = data["overall"]
+    assert o["exact_n"] == 3 and o["exact_ci"] == wilson(round(o["exact"] * 3), 3)
+    assert o["trigger_removal_n"] + o["false_change_n"] == 3  # poisoned and unpoisoned records
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert summary[0] == "scope,metric,rate,n,ci_low,ci_high" and len(summary) == 1 + 5 * (1 + len(data["by_trigger"]))
 
 
 def test_evaluations_are_saved_next_to_their_run(tmp_path):

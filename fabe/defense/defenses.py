@@ -115,6 +115,8 @@ def defend(run: DefenseRun, records: Sequence[Record], defenses: Sequence[str],
         raise ValueError(f"defenses {', '.join(needing)} need a cleaner")
     cleans = any(d.cleans for d in chosen.values())
     out: dict[str, list[Outcome]] = {d: [] for d in defenses}
+    if progress is not None:
+        progress(0, len(records))  # the count is shown before the first record is done
     for i, rec in enumerate(records):
         clean_pred = None
         if rec.trigger is not None and rec.label is None and rec.clean is not None:
@@ -136,12 +138,15 @@ def defend(run: DefenseRun, records: Sequence[Record], defenses: Sequence[str],
 
 
 def _rates(rows: Sequence[Outcome], target: int) -> dict:
+    """ASR and CA, each with the count it is over (`asr_n`) and its 95% Wilson interval
+    (`asr_ci`), and the mean seconds per sample."""
+    from fabe.evaluation.metrics import rate
+
     asr = [r for r in rows if r.counted_for == "asr"]
     ca = [r for r in rows if r.counted_for == "ca"]
-    mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
-    return {"asr": mean([r.prediction == target for r in asr]), "asr_n": len(asr),
-            "ca": mean([r.prediction == r.label for r in ca]), "ca_n": len(ca),
-            "s_per_sample": mean([r.seconds for r in rows])}
+    seconds = [r.seconds for r in rows]
+    return {**rate([r.prediction == target for r in asr], "asr"), **rate([r.prediction == r.label for r in ca], "ca"),
+            "s_per_sample": round(sum(seconds) / len(seconds), 4) if seconds else None}
 
 
 def summarize_defense(outcomes: dict[str, list[Outcome]], target: int) -> dict:
@@ -189,10 +194,13 @@ def _purifiers(names: Sequence[str], data: Path, cleaner: Any) -> dict[str, Any]
 
 
 def save_defense(folder: Path, result: dict, outcomes: dict[str, list[Outcome]]) -> Path:
-    """`folder/defense.json` and `folder/outcomes.csv` (one row per defense and record), each
-    written atomically."""
+    """`folder/defense.json`, `folder/outcomes.csv` (one row per defense and record) and
+    `folder/summary.csv` (every rate with its count and 95% interval), each written
+    atomically; defense.json last, as the page lists folders by it."""
     import csv
     from dataclasses import asdict, fields
+
+    from fabe.evaluation.report import write_summary_csv
 
     def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=["defense", *[fl.name for fl in fields(Outcome)]])
@@ -202,16 +210,19 @@ def save_defense(folder: Path, result: dict, outcomes: dict[str, list[Outcome]])
 
     folder.mkdir(parents=True, exist_ok=True)
     write_atomic(folder / "outcomes.csv", write, newline="")
+    write_summary_csv(folder, result)
     write_json_atomic(folder / "defense.json", result)
     return folder
 
 
 def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defenses: Sequence[str],
                 limit: int = 0, k: int = 4, target: int | None = None, out: str | Path | None = None,
-                progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
+                progress: Callable[[int, int], None] | None = None,
+                victim_progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
     """Load the victim and the cleaner ('embedded' names the embedded ones), build the
     baselines, defend every record of `data` (the first `limit`), and save defense.json and
-    outcomes.csv (to `out` or next to the cleaner's run)."""
+    outcomes.csv (to `out` or next to the cleaner's run). `progress(done, total)` follows the
+    records, `victim_progress(step, max_steps)` the embedded victim's training on first use."""
     from fabe.cleaning.cleaner import CleanConfig, Cleaner
     from fabe.data.dataset import load_records
     from fabe.defense.victims import Victim
@@ -223,7 +234,7 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
     records = records[:limit] if limit else records
     if not records:
         raise ValueError(f"{data}: no records")
-    victim = Victim.load(embedded.resolve(victim_src, "victim"))
+    victim = Victim.load(embedded.resolve(victim_src, "victim", victim_progress))
     target = target if target is not None else victim.target_label
     if target is None:
         raise ValueError(f"{victim_src}: no victim.json with the attack's target label; give --target_label")

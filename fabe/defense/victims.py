@@ -21,7 +21,7 @@ import random
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -165,9 +165,24 @@ def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target:
     return result
 
 
-def train_victim(cfg: VictimConfig) -> Path:
+def _steps_callback(progress: Callable[[int, int], None]):
+    """A TrainerCallback calling `progress(step, max_steps)` after every optimizer step."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            progress(0, state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            progress(state.global_step, state.max_steps)
+
+    return Steps()
+
+
+def train_victim(cfg: VictimConfig, progress: Callable[[int, int], None] | None = None) -> Path:
     """Make the poisoned training set, train the classifier, measure it on held-out
-    functions and save everything to `cfg.out` (written aside and renamed)."""
+    functions and save everything to `cfg.out` (written aside and renamed). `progress(step,
+    max_steps)` follows the training (minutes on a CPU), so no caller waits without a count."""
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
@@ -203,8 +218,8 @@ def train_victim(cfg: VictimConfig) -> Path:
                                  num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate, warmup_steps=0.06,
                                  weight_decay=0.01, logging_steps=50, save_strategy="no", report_to="none",
                                  seed=cfg.seed, train_sampling_strategy="group_by_length")
-        Trainer(model=model, args=args, train_dataset=rows,
-                data_collator=DataCollatorWithPadding(tokenizer)).train()
+        Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer),
+                callbacks=[_steps_callback(progress)] if progress else None).train()
     victim = Victim(model, tokenizer)
     measured = measure(victim, [f.code for f in test_f], [f.target for f in test_f], cfg.target_label,
                        _kinds(cfg.triggers), cfg.seed)

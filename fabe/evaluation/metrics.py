@@ -7,11 +7,15 @@ package, tree-sitter C) and BLEU (sacrebleu) against the clean function, whether
 candidate parses, how many lines it changed, where the clean function ranks among the K,
 and, for unpoisoned inputs, whether the cleaner changed code it should have left alone.
 Summaries are given overall and per trigger kind (CodeBLEU and BLEU at corpus level).
+Every rate of a count comes with the count it is over (`exact_n`) and its 95% Wilson score
+interval (`exact_ci`, `[low, high]`): at the few records per kind of a small evaluation the
+interval says how little a rate of 2/3 proves.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -20,6 +24,32 @@ from fabe.cleaning.cleaner import Candidate
 from fabe.cleaning.trust import VERDICTS, assess
 from fabe.data.dataset import Record
 from fabe.data.triggers import detect_triggers
+
+
+Z95 = 1.959963984540054  # the two-sided 95% quantile of the standard normal
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> list[float] | None:
+    """The Wilson score interval [low, high] of a proportion `successes / n` (Wilson 1927;
+    Brown, Cai & DasGupta 2001 recommend it over the normal one, which collapses to [0, 0] at
+    0/n); None when n is 0. Rounded to 6 decimals (2 more than the rates, so that a
+    percentage with one decimal shown from it is rounded once, not twice)."""
+    if n == 0:
+        return None
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes: must be in [0, {n}], got {successes}")
+    p = successes / n
+    denom = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [round(max(0.0, center - half), 6), round(min(1.0, center + half), 6)]
+
+
+def rate(flags: Sequence[bool], name: str) -> dict[str, float | int | list[float] | None]:
+    """`name` (the share of true flags, None without any), `name_n` (how many) and `name_ci`
+    (its 95% Wilson interval)."""
+    hits, n = sum(bool(f) for f in flags), len(flags)
+    return {name: round(hits / n, 4) if n else None, f"{name}_n": n, f"{name}_ci": wilson(hits, n)}
 
 
 def normalized(code: str) -> str:
@@ -97,16 +127,19 @@ def judge(record: Record, cands: list[Candidate]) -> RecordResult:
         project=(record.origin or {}).get("project"), verdict=assess(record.input, cands).verdict)
 
 
-def _rates(rows: Sequence[RecordResult]) -> dict[str, float | int | None]:
+RATES = ("trigger_removal", "exact", "parse", "false_change", "clean_in_k")  # shares of a count: with _n, _ci
+
+
+def _rates(rows: Sequence[RecordResult]) -> dict[str, float | int | list[float] | None]:
     poisoned = [r for r in rows if r.removed is not None]
     clean = [r for r in rows if r.removed is None]
     scored = [r for r in rows if r.reference is not None]
     mean = lambda xs: round(sum(xs) / len(xs), 4) if xs else None  # noqa: E731
     corpus = lambda fn: round(fn([r.reference for r in scored], [r.top for r in scored]), 4) if scored else None  # noqa: E731
-    return {"records": len(rows), "trigger_removal": mean([r.removed for r in poisoned]),
-            "exact": mean([r.exact for r in rows]), "codebleu": corpus(codebleu), "bleu": corpus(bleu),
-            "parse": mean([r.parses for r in rows]), "false_change": mean([r.changed for r in clean]),
-            "clean_in_k": mean([r.clean_rank is not None for r in scored]),
+    return {"records": len(rows), **rate([r.removed for r in poisoned], "trigger_removal"),
+            **rate([r.exact for r in rows], "exact"), "codebleu": corpus(codebleu), "bleu": corpus(bleu),
+            **rate([r.parses for r in rows], "parse"), **rate([r.changed for r in clean], "false_change"),
+            **rate([r.clean_rank is not None for r in scored], "clean_in_k"),
             "top_weight": mean([r.weight for r in rows]),
             "lines_changed": mean([r.lines_changed for r in rows])}
 
@@ -116,7 +149,7 @@ def summarize(rows: Sequence[RecordResult]) -> dict:
     how the verdicts relate to exactness."""
     kinds = sorted({r.trigger for r in rows})
     projects = sorted({r.project for r in rows if r.project})
-    verdicts = {v: {"records": len(of), "exact": round(sum(r.exact for r in of) / len(of), 4)}
+    verdicts = {v: {"records": len(of), **rate([r.exact for r in of], "exact")}
                 for v in VERDICTS if (of := [r for r in rows if r.verdict == v])}
     return {"overall": _rates(rows), "by_trigger": {k: _rates([r for r in rows if r.trigger == k]) for k in kinds},
             "by_project": {p: _rates([r for r in rows if r.project == p]) for p in projects},

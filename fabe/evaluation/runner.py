@@ -1,6 +1,7 @@
 """Evaluating cleaners: clean every record of a split, judge the top candidates
-(`fabe.evaluation.metrics`), and save the result as `eval.json` (meta + summary) and
-`records.csv` (one row per record) next to the cleaner's run, where the page finds them."""
+(`fabe.evaluation.metrics`), and save the result as `eval.json` (meta + summary),
+`records.csv` (one row per record) and `summary.csv` (every rate with its count and 95%
+interval, as numbers) next to the cleaner's run, where the page finds them."""
 
 from __future__ import annotations
 
@@ -17,8 +18,11 @@ from fabe.files import write_atomic, write_json_atomic
 
 
 def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[str, Any]) -> Path:
-    """`out/eval.json` (meta + summary) and `out/records.csv` (one row per record), each
-    written to a temporary file and renamed, so a reader never sees half of either."""
+    """`out/eval.json` (meta + summary), `out/records.csv` (one row per record) and
+    `out/summary.csv` (the rates as numbers), each written to a temporary file and renamed,
+    so a reader never sees half of one; eval.json last, as the page lists folders by it."""
+    from fabe.evaluation.report import write_summary_csv
+
     def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=[fl.name for fl in fields(RecordResult)])
         writer.writeheader()
@@ -27,6 +31,7 @@ def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "records.csv", write, newline="")
+    write_summary_csv(out, summary)
     write_json_atomic(out / "eval.json", {"meta": meta, **summary})
     return out
 
@@ -35,6 +40,8 @@ def evaluate(cleaner: Cleaner, records: Sequence[Record], cfg: CleanConfig | Non
              batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
              ) -> tuple[dict, list[dict]]:
     """Clean every record; (summary, per-record rows as dicts)."""
+    if progress is not None:
+        progress(0, len(records))  # the count is shown before the first batch is done
     results = cleaner.clean_batch([r.input for r in records], cfg, batch_size, progress)
     rows = [judge(r, c) for r, c in zip(records, results)]
     return summarize(rows), [asdict(r) for r in rows]

@@ -423,7 +423,7 @@ def _runs_compare(argv: list[str]) -> int:
 
 
 def _runs_checkpoints(argv: list[str]) -> int:
-    from fabe.runs.experiments import checkpoints_frame, list_checkpoints, quick_eval
+    from fabe.runs.experiments import checkpoints_frame, list_checkpoints, quick_eval_all
 
     parser = _runs_parser("checkpoints")
     parser.add_argument("--eval", type=int, default=0, metavar="N",
@@ -432,12 +432,7 @@ def _runs_checkpoints(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     path = _run_path(args.root, args.run)
-    if args.eval:
-        for c in list_checkpoints(path):
-            if c.complete and (c.quick or {}).get("records") != args.eval:
-                found = quick_eval(c.path, args.eval, args.data)["overall"]
-                print(f"{c.name}: exact {found['exact']}, trigger removal {found['trigger_removal']}", file=sys.stderr)
-    infos = list_checkpoints(path)
+    infos = quick_eval_all(path, args.eval, args.data) if args.eval else list_checkpoints(path)
     if args.json:
         from dataclasses import asdict
 

@@ -163,3 +163,30 @@ def checkpoints_frame(infos: list[CheckpointInfo]) -> pd.DataFrame:
             for c in infos]
     return pd.DataFrame(rows, columns=["checkpoint", "step", "size_mb", "complete", "eval_records", "exact",
                                        "trigger_removal"])
+
+
+def quick_eval_all(run_path: str | Path, n: int = 20, data: str | Path | None = None) -> list[CheckpointInfo]:
+    """Quick-evaluate every complete checkpoint (and final/) of a run that has no quick
+    evaluation on `n` records yet, oldest first: a learning curve in one call. Returns the
+    checkpoints as listed afterwards."""
+    for c in list_checkpoints(run_path):
+        if c.complete and (c.quick or {}).get("records") != n:
+            quick_eval(c.path, n, data)
+    return list_checkpoints(run_path)
+
+
+def copy_run_files(run_path: str | Path, folder: str | Path, names: tuple[str, ...] = ("train.log", "metrics.jsonl"),
+                   ) -> list[Path]:
+    """Copies of a run's whole log and metrics in `folder` (a snapshot: the run may be
+    appending to them), for a download; files the run has not written yet are left out."""
+    import shutil
+
+    run, folder = RunDir(run_path), Path(folder)
+    if not run.path.is_dir():
+        raise ValueError(f"{run.path}: no such run folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for name in names:
+        if (run.path / name).is_file():
+            copies.append(Path(shutil.copyfile(run.path / name, folder / f"{run.path.name}-{name}")))
+    return copies

@@ -34,6 +34,37 @@ LINK_JS = """(run) => { const url = new URL(window.location.href);
   if (run) { url.searchParams.set('run', run); } else { url.searchParams.delete('run'); }
   window.history.replaceState(null, '', url); }"""
 
+# Gradio re-mounts a gr.Plot whenever its figure changes, so plotly's own `uirevision` never
+# sees the previous chart: this script keeps each chart's user zoom (box zoom, pan; a double
+# click resets it) per chart and uirevision, and applies it again to the re-mounted chart.
+KEEP_ZOOM_JS = """() => {
+  if (window.fabeZoom) { return; }
+  window.fabeZoom = {};
+  const charts = %s;
+  const keyOf = (id, div) => id + '|' + String(div.layout && div.layout.uirevision);
+  const remember = (key, event) => {
+    const view = {...(window.fabeZoom[key] || {})};
+    for (const axis of ['xaxis', 'yaxis']) {
+      if (event[axis + '.autorange']) { for (const k in view) { if (k.startsWith(axis + '.')) delete view[k]; } }
+      for (const k in event) { if (k.startsWith(axis + '.range')) view[k] = event[k]; }
+    }
+    window.fabeZoom[key] = view;
+  };
+  const attach = (id, div) => {
+    div.fabeZoomed = true;
+    const key = keyOf(id, div);
+    const view = window.fabeZoom[key];
+    if (view && Object.keys(view).length) { window.Plotly.relayout(div, view); }
+    div.on('plotly_relayout', (event) => remember(key, event));
+  };
+  new MutationObserver(() => {
+    for (const id of charts) {
+      const div = document.querySelector('#' + id + ' .js-plotly-plot');
+      if (div && !div.fabeZoomed && div.on && div.querySelector('.nsewdrag')) { attach(id, div); }
+    }
+  }).observe(document.body, {childList: true, subtree: true});
+}""" % '["loss-plot", "lr-plot", "compare-plot"]'
+
 
 @dataclass
 class RunsTab:

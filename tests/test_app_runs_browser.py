@@ -39,13 +39,21 @@ def served(tmp_path_factory, small_dataset, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def page(served):
+def browser(served):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield browser.new_page()
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A new tab per test: each opens its run by its link, as a bookmark would."""
+    tab = browser.new_page()
+    yield tab
+    tab.close()
 
 
 def open_run(page, url: str, run_id: str) -> None:

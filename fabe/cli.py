@@ -423,7 +423,11 @@ def _runs_compare(argv: list[str]) -> int:
 
 
 def _runs_checkpoints(argv: list[str]) -> int:
-    from fabe.runs.experiments import checkpoints_frame, list_checkpoints, quick_eval_all
+    from fabe.runs.experiments import (
+        checkpoints_frame,
+        list_checkpoints,
+        quick_eval_all,
+    )
 
     parser = _runs_parser("checkpoints")
     parser.add_argument("--eval", type=int, default=0, metavar="N",

@@ -40,7 +40,7 @@ LINK_JS = """(run) => { const url = new URL(window.location.href);
 KEEP_ZOOM_JS = """() => {
   if (window.fabeZoom) { return; }
   window.fabeZoom = {};
-  const charts = %s;
+  const charts = ["loss-plot", "lr-plot", "compare-plot"];
   const keyOf = (id, div) => id + '|' + String(div.layout && div.layout.uirevision);
   const remember = (key, event) => {
     const view = {...(window.fabeZoom[key] || {})};
@@ -63,7 +63,7 @@ KEEP_ZOOM_JS = """() => {
       if (div && !div.fabeZoomed && div.on && div.querySelector('.nsewdrag')) { attach(id, div); }
     }
   }).observe(document.body, {childList: true, subtree: true});
-}""" % '["loss-plot", "lr-plot", "compare-plot"]'
+}"""
 
 
 @dataclass

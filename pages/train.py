@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import shlex
-from functools import partial
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 

@@ -218,12 +218,14 @@ class Actions:
         """Open the run named by the address's `?run=ID` (the Runs tab too); a missing one is said."""
         run_id = request.query_params.get("run") if request else None
         if not run_id:
-            return gr.update(), gr.update(), gr.update(), gr.Tabs()
+            return gr.update(), gr.update(), gr.update(), *(gr.update() for _ in SHOWN), gr.Tabs()
         rows = runs_table(self.ctx)
         ids = [r[0] for r in rows]
         if run_id not in ids:
-            return rows, gr.update(choices=ids, value=None), f"**No run {html.escape(run_id)}** (from the link).", gr.Tabs(selected="runs")
-        return rows, gr.update(choices=ids, value=run_id), "", gr.Tabs(selected="runs")
+            return (rows, gr.update(choices=ids, value=None), f"**No run {html.escape(run_id)}** (from the link).",
+                    *show(self.ctx, None), gr.Tabs(selected="runs"))
+        # shown here too, not only through the dropdown's change event
+        return rows, gr.update(choices=ids, value=run_id), "", *show(self.ctx, run_id), gr.Tabs(selected="runs")
 
 
 def _run_layout(ctx: AppContext, w: dict[str, Any]) -> None:
@@ -305,4 +307,5 @@ def build(ctx: AppContext) -> RunsTab:
         w = _layout(ctx)
         _wire(act, w)
     return RunsTab(select=(act.select, [w["table"], w["pick"]]),
-                   link=(act.link, [w["table"], w["pick"], w["action"]]), pick=w["pick"], new_from=w["new_from"])
+                   link=(act.link, [w["table"], w["pick"], w["action"], *(w[n] for n in SHOWN)]), pick=w["pick"],
+                   new_from=w["new_from"])

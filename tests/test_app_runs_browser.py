@@ -132,7 +132,8 @@ def test_stop_shows_the_step_of_the_saved_checkpoint(page, served):
     assert page.locator("#run-last-line").inner_text().strip() == last.strip()
     page.wait_for_function("() => document.querySelector('#run-stop').disabled", timeout=30_000)
     assert page.locator("#run-resume").is_enabled()
-    page.wait_for_selector(f"#run-checkpoints >> text={checkpoint.name}", timeout=30_000)
+    page.wait_for_function(f"() => document.querySelector('#run-checkpoints').innerText.includes('{checkpoint.name}')",
+                           timeout=30_000)
 
 
 def test_a_new_run_from_a_runs_config_fills_the_train_form(page, served):

@@ -40,6 +40,20 @@ def app_roots(runs_dir: str | Path, roots: list[str | Path] | None = None) -> li
     return resolve_roots([*([Path.cwd()] if roots is None else roots), runs_dir, fabe_home()])
 
 
+def _link_runs(train_tab: pages.train.TrainTab, runs_tab: pages.runs.RunsTab, tabs: gr.Tabs,
+               demo: gr.Blocks) -> None:
+    """A launch shows its run; `?run=ID` opens that run on load; "new run from this config"
+    fills the Train form."""
+    select, outputs = runs_tab.select
+    train_tab.launched.change(select, [train_tab.launched], outputs).then(
+        lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(), [train_tab.launched], [tabs])
+    link, link_outputs = runs_tab.link
+    demo.load(link, None, [*link_outputs, tabs], api_name="open_run_link")
+    demo.load(None, None, None, js=pages.runs.KEEP_ZOOM_JS)
+    runs_tab.new_from.click(train_tab.from_run, [runs_tab.pick], train_tab.form_outputs,
+                            api_name="new_run_from_config").then(lambda: gr.Tabs(selected="train"), None, [tabs])
+
+
 def build_app(runs_dir: str | Path = "runs", roots: list[str | Path] | None = None) -> gr.Blocks:
     ctx = AppContext(runs_dir=Path(runs_dir), roots=app_roots(runs_dir, roots))
     ctx.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -51,10 +65,7 @@ def build_app(runs_dir: str | Path = "runs", roots: list[str | Path] | None = No
             clean_tab = pages.clean.build(ctx)
             eval_tab = pages.evaluate.build(ctx)
             pages.defense.build(ctx)
-        select, outputs = runs_tab.select
-        train_tab.launched.change(select, [train_tab.launched], outputs).then(
-            lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(),
-            [train_tab.launched], [tabs])
+        _link_runs(train_tab, runs_tab, tabs, demo)
         show_record, record_outputs = clean_tab.show_record
         eval_tab.open_record.click(show_record, eval_tab.record_ref, record_outputs).then(
             lambda: gr.Tabs(selected="clean"), None, [tabs])

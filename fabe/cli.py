@@ -433,6 +433,47 @@ def _runs_delete(argv: list[str]) -> int:
     return 0
 
 
+def _runs_compare(argv: list[str]) -> int:
+    from fabe.runs.experiments import config_diff
+
+    parser = _runs_parser("compare", run=False)
+    parser.add_argument("runs", nargs="+", help="Two or more run ids (folders under --root) or run directories.")
+    parser.add_argument("--json", action="store_true", help="{option: {run: value}} instead of a table.")
+    args = parser.parse_args(argv)
+    diff = config_diff([_run_path(args.root, r) for r in args.runs])
+    if args.json:
+        print(json.dumps({option: row.to_dict() for option, row in diff.iterrows()}, indent=2, default=str))
+    elif diff.empty:
+        print("the runs' options are identical")
+    else:
+        print(diff.to_string())
+    return 0
+
+
+def _runs_checkpoints(argv: list[str]) -> int:
+    from fabe.runs.experiments import (
+        checkpoints_frame,
+        list_checkpoints,
+        quick_eval_all,
+    )
+
+    parser = _runs_parser("checkpoints")
+    parser.add_argument("--eval", type=int, default=0, metavar="N",
+                        help="Quick-evaluate every complete checkpoint not yet evaluated on N records first.")
+    parser.add_argument("--data", help="Split for --eval (default: the run's valid split).")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    path = _run_path(args.root, args.run)
+    infos = quick_eval_all(path, args.eval, args.data) if args.eval else list_checkpoints(path)
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(c) for c in infos], indent=2))
+    else:
+        print(checkpoints_frame(infos).to_string(index=False) if infos else f"{args.run}: no checkpoints")
+    return 0
+
+
 def _runs_start(argv: list[str]) -> int:
     from fabe.runs.processes import start
 
@@ -459,6 +500,8 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("runs", "stop"): (_runs_stop, "stop a run (SIGTERM to its process group, then SIGKILL)"),
     ("runs", "resume"): (_runs_resume, "continue a stopped or failed run from its last checkpoint"),
     ("runs", "delete"): (_runs_delete, "delete a run that is not running"),
+    ("runs", "compare"): (_runs_compare, "the options that differ between runs (a config diff)"),
+    ("runs", "checkpoints"): (_runs_checkpoints, "a run's checkpoints: step, size, quick evaluation"),
     ("runs", "_start"): (_runs_start, "internal: the detached starter of a run"),
 }
 

@@ -19,7 +19,7 @@ from fabe.files import sha256, write_json_atomic
 
 STATES = ("queued", "running", "finished", "failed", "stopped")
 METRIC_FIELDS = ("step", "max_steps", "epoch", "loss", "mle_loss", "rank_loss", "eval_loss",
-                 "learning_rate", "grad_norm", "s_per_step", "eta_s", "time")
+                 "learning_rate", "grad_norm", "s_per_step", "tokens_per_s", "eta_s", "time")
 
 
 class RunDir:
@@ -87,6 +87,11 @@ class RunDir:
         if complete:
             found = [p for p in found if checkpoint_complete(p)]
         return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+    def saved_step(self) -> int | None:
+        """The step of the last complete checkpoint: where a resume starts again."""
+        complete = self.checkpoints()
+        return int(complete[-1].name.split("-")[-1]) if complete else None
 
 
 def checkpoint_complete(folder: Path) -> bool:

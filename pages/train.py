@@ -9,6 +9,7 @@ import json
 import shlex
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ PER_ROW = 4
 @dataclass
 class TrainTab:
     launched: gr.Textbox  # the id of the run just launched
+    from_run: Any  # (run id) -> the form filled with that run's config, and a message
+    form_outputs: list[gr.components.Component]  # what `from_run` fills
 
 
 @dataclass
@@ -182,6 +185,22 @@ def on_load(file: str | None) -> list[Any]:
     return [merged.get("preset") or "custom"] + [merged[n] for n in OPTIONS]
 
 
+def on_from_run(ctx: AppContext, run_id: str | None) -> list[Any]:
+    """The form filled with a run's config.json (every option as it trained; preset
+    "custom", no run name, so a launch makes a new run), and a message saying so."""
+    from fabe.rundir import RunDir
+    from fabe.training.run import run_config
+
+    if not run_id:
+        raise gr.Error("Pick a run first (Runs tab).")
+    try:
+        values = run_config(RunDir(ctx.runs_dir / run_id)).to_dict()
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    message = f"Form filled from **{run_id}**'s config.json: change what you want to try, then Launch."
+    return ["custom", *(values[n] for n in OPTIONS), "", message]
+
+
 def on_controller(**values: Any) -> list[Any]:
     """Show the options that apply to the chosen fine-tuning, mode and ranking loss."""
     return [gr.update(visible=applies(n, values)) for n in OPTIONS if FIELDS[n].metadata.get("when")]
@@ -227,8 +246,6 @@ def _dataset_widgets() -> tuple[gr.Button, gr.Markdown, gr.Dataframe]:
 
 
 def _wire(ctx: AppContext, f: Form, buttons: dict[str, Any], shown: dict[str, Any]) -> None:
-    from functools import partial
-
     check, info, preview = buttons["check"]
     check.click(partial(check_dataset, ctx), [f.options["data"]], [info, preview], api_name="check_dataset")
     f.preset.change(on_preset, [f.preset], [f.options[n] for n in OPTIONS], api_name="apply_preset")
@@ -262,4 +279,5 @@ def build(ctx: AppContext) -> TrainTab:
                  "saved": gr.File(label="Form YAML", interactive=False, elem_id="form-yaml"),
                  "message": gr.Markdown(elem_id="launch-message"), "launched": gr.Textbox(visible=False)}
         _wire(ctx, f, buttons, shown)
-    return TrainTab(launched=shown["launched"])
+    return TrainTab(launched=shown["launched"], from_run=partial(on_from_run, ctx),
+                    form_outputs=[f.preset, *(f.options[n] for n in OPTIONS), f.name, shown["message"]])

@@ -65,6 +65,20 @@ class RunInfo:
     last_loss: float | None
     error: str | None
     hint: str | None
+    saved_step: int | None = None  # the last complete checkpoint: where a resume starts
+    resumed_at: float | None = None  # the latest resume (started_at stays the first start)
+    last_line: str = ""  # the last line of train.log
+    actions: tuple[str, ...] = ()  # what can be done to the run in its state (ACTIONS)
+
+
+ACTIONS = {"stop": LIVE, "resume": ("stopped", "failed"), "delete": ("finished", "failed", "stopped")}
+
+
+def actions_for(state: str) -> tuple[str, ...]:
+    """The actions that apply to a run in `state` (a page disables the others). Resume is
+    offered for stopped and failed runs; a finished one continues with more steps through
+    `runs resume RUN --max_steps N`."""
+    return tuple(a for a, states in ACTIONS.items() if state in states)
 
 
 def _file_end(path: Path, size: int) -> str:
@@ -118,18 +132,40 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def last_line(run: RunDir) -> str:
+    """The last non-empty line of train.log ("" when there is none)."""
+    lines = [line for line in log_tail(run, 5).splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _current_eta(status: dict, last: dict) -> float | None:
+    """The ETA of a running run, from a metrics row logged since its latest (re)start: a row
+    from before a stop measured another process (and perhaps another max_steps)."""
+    if status.get("state") != "running" or last.get("eta_s") is None:
+        return None
+    since = max(status.get("started_at") or 0, status.get("resumed_at") or 0)
+    return last["eta_s"] if (last.get("time") or 0) >= since else None
+
+
+def _max_steps(train: dict, last: dict) -> int | None:
+    """The run's goal: its config's max_steps (a resume may have raised it), else the logged one."""
+    goal = train.get("max_steps")
+    return goal if isinstance(goal, int) and goal > 0 else last.get("max_steps")
+
+
 def run_info(run: RunDir) -> RunInfo:
     status = reconcile(run)
     config = _read_json(run.config_path)
     train, launch = config.get("train", {}), config.get("launch", {})
-    last = _last_metrics(run)
+    last, state = _last_metrics(run), status.get("state", "unknown")
     return RunInfo(
-        id=run.path.name, path=str(run.path), state=status.get("state", "unknown"),
+        id=run.path.name, path=str(run.path), state=state,
         mode=train.get("mode"), model=train.get("model"), gpus=launch.get("gpus", "cpu"),
-        step=last.get("step"), max_steps=last.get("max_steps"), s_per_step=last.get("s_per_step"),
-        eta_s=last.get("eta_s") if status.get("state") == "running" else None,
-        started_at=status.get("started_at"), last_loss=last.get("loss"),
-        error=status.get("error") if status.get("state") == "failed" else None, hint=status.get("hint"))
+        step=last.get("step"), max_steps=_max_steps(train, last), s_per_step=last.get("s_per_step"),
+        eta_s=_current_eta(status, last), started_at=status.get("started_at"), last_loss=last.get("loss"),
+        error=status.get("error") if state == "failed" else None, hint=status.get("hint"),
+        saved_step=run.saved_step(), resumed_at=status.get("resumed_at"), last_line=last_line(run),
+        actions=actions_for(state))
 
 
 def list_runs(root: str | Path = "runs") -> list[RunInfo]:

@@ -60,6 +60,14 @@ def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
     return SimpleNamespace(logits=torch.cat([out.logits[owner], cand.logits], 1))
 
 
+def count_tokens(inputs: dict[str, torch.Tensor]) -> int:
+    """Non-padding tokens a training forward reads (the throughput's unit): every row's tokens,
+    or with a shared prompt each prompt once plus its candidates."""
+    if "prompt_mask" in inputs:
+        return int(inputs["prompt_mask"].sum() + inputs["cand_mask"].sum())
+    return int(inputs["attention_mask"].sum())
+
+
 class FabeTrainer(Trainer):
     """Trainer whose loss is alpha * MLE (+ beta * ranking in full mode)."""
 
@@ -69,6 +77,7 @@ class FabeTrainer(Trainer):
         self.fabe = fabe
         self.rank_fn = rank_loss_fn(fabe.rank_loss, margin=fabe.margin)
         self.train_lengths = lengths
+        self.tokens_seen = 0  # non-padding tokens of the training rows this process has run
         self._components: dict[str, dict[str, list[torch.Tensor]]] = {
             "train": defaultdict(list), "eval": defaultdict(list)}
 
@@ -97,6 +106,8 @@ class FabeTrainer(Trainer):
             mle = mle * self.args.world_size
         loss = self.fabe.alpha * mle
         split = "train" if model.training else "eval"
+        if model.training:
+            self.tokens_seen += count_tokens(inputs)
         self._components[split]["mle_loss"].append((nll / n_tokens).detach())
         if full:
             seq = sequence_scores(token_lp, labels)  # (R,)
@@ -143,6 +154,8 @@ class FabeTrainer(Trainer):
             if values:
                 logs[prefix + name] = round(torch.stack(values).mean().item(), 4)
         self._components[split].clear()
+        if split == "train":  # all processes run batches of the same shape: rank 0's count x world size
+            logs["tokens_seen"] = self.tokens_seen * self.args.world_size
         super().log(logs, *args, **kwargs)
 
 

@@ -118,7 +118,8 @@ def train_embedded(cfg: EmbeddedConfig) -> Path:
                        str(final), cfg.polish_steps, cfg.polish_learning_rate, cfg.polish_warmup)
     ship = Path(cfg.ship)
     with folder_atomic(ship, replace=True) as tmp:
-        shutil.copytree(final, tmp, dirs_exist_ok=True)
+        # the Trainer's pickled arguments stay behind: nothing shipped is unpickled
+        shutil.copytree(final, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_args.bin"))
         meta = json.loads((tmp / "fabe.json").read_text())
         meta.update(recipe="python -m fabe model train-embedded " + " ".join(
             f"--{k} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if k != "ship"), recipe_config=asdict(cfg), lineage=lineage)

@@ -77,7 +77,7 @@ def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, mod
         real = cfg.corpus != "generated"
         build_dataset(BuildConfig(out=data, corpus=cfg.corpus, n=n, seed=seed, clean_share=cfg.clean_share,
                                   exclude_projects=cfg.holdout if real else "", rename_share=cfg.rename_share,
-                                  mix_generated=cfg.mix_generated if real else 0))
+                                  mix_generated=cfg.mix_generated))  # the builder mixes into real corpora only
     run = RunDir(run_path)
     train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": data, "out": run_path, "model": model,
                                "mode": cfg.mode, "max_steps": max_steps, "batch_size": cfg.batch_size,

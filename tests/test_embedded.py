@@ -13,7 +13,7 @@ from fabe import embedded
 from fabe.embedded import SHIPPED_CLEANER
 
 # measured on the shipped cleaner, less a margin for another CPU's arithmetic
-REAL_FLOOR = {"exact": 0.0, "unpoisoned_unchanged": 0.0, "parse": 0.0}
+REAL_FLOOR = {"exact": 0.6, "unpoisoned_unchanged": 0.6, "parse": 0.8}  # measured 0.75, 0.82, 0.93
 shipped = pytest.mark.skipif(not (SHIPPED_CLEANER / "config.json").exists(), reason="no embedded cleaner shipped")
 
 
@@ -108,3 +108,4 @@ def test_the_recipe_on_a_real_corpus_holds_projects_out_and_learns_its_own_token
     assert "held" not in projects and "kept" in projects and None in projects  # generated ones mixed in
     assert json.loads((tmp_path / "run-base" / "fabe_tiny.json").read_text())["exclude_projects"] == "held"
     assert (tmp_path / "ship" / "model.safetensors").exists()
+    assert not (tmp_path / "ship" / "training_args.bin").exists()  # a pickle: never shipped

@@ -77,7 +77,7 @@ def _phase(cfg: EmbeddedConfig, data: str, n: int, seed: int, run_path: str, mod
         real = cfg.corpus != "generated"
         build_dataset(BuildConfig(out=data, corpus=cfg.corpus, n=n, seed=seed, clean_share=cfg.clean_share,
                                   exclude_projects=cfg.holdout if real else "", rename_share=cfg.rename_share,
-                                  mix_generated=cfg.mix_generated if real else 0))
+                                  mix_generated=cfg.mix_generated))  # the builder mixes into real corpora only
     run = RunDir(run_path)
     train_cfg = TrainConfig(**{**PRESETS["tiny-cpu"], "data": data, "out": run_path, "model": model,
                                "mode": cfg.mode, "max_steps": max_steps, "batch_size": cfg.batch_size,
@@ -118,7 +118,8 @@ def train_embedded(cfg: EmbeddedConfig) -> Path:
                        str(final), cfg.polish_steps, cfg.polish_learning_rate, cfg.polish_warmup)
     ship = Path(cfg.ship)
     with folder_atomic(ship, replace=True) as tmp:
-        shutil.copytree(final, tmp, dirs_exist_ok=True)
+        # the Trainer's pickled arguments stay behind: nothing shipped is unpickled
+        shutil.copytree(final, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_args.bin"))
         meta = json.loads((tmp / "fabe.json").read_text())
         meta.update(recipe="python -m fabe model train-embedded " + " ".join(
             f"--{k} {shlex.quote(str(v))}" for k, v in asdict(cfg).items() if k != "ship"), recipe_config=asdict(cfg), lineage=lineage)

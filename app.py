@@ -66,8 +66,9 @@ def build_app(runs_dir: str | Path = "runs", roots: list[str | Path] | None = No
             eval_tab = pages.evaluate.build(ctx)
             pages.defense.build(ctx)
         _link_runs(train_tab, runs_tab, tabs, demo)
-        show_record, record_outputs = clean_tab.show_record
-        eval_tab.open_record.click(show_record, eval_tab.record_ref, record_outputs).then(
+        show_record, clean_inputs, record_outputs = clean_tab.show_record
+        eval_tab.open_record.click(show_record, eval_tab.record_ref + clean_inputs, record_outputs,
+                                   api_name="open_record").then(
             lambda: gr.Tabs(selected="clean"), None, [tabs])
         demo.unload(clean_tab.cancel_session)
     return demo

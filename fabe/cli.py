@@ -135,6 +135,27 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _estimate(argv: list[str]) -> int:
+    from dataclasses import asdict
+
+    from fabe.training.config import resolve_config
+    from fabe.training.estimate import probe
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--probe_steps", type=int, default=3)
+    pre.add_argument("--json", action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    if any(a in ("-h", "--help") for a in rest):
+        print("usage: python -m fabe estimate [--probe_steps N] [--json] [train flags: --preset, --config, ...]\n\n"
+              "Time a few steps of the run these train flags describe (its model, data and device) and scale them "
+              "to its steps, evaluations and saves.")
+        return 0
+    est = probe(resolve_config(rest), known.probe_steps, progress=lambda line: print(f"probe: {line}", file=sys.stderr,
+                                                                                        flush=True))
+    print(json.dumps(asdict(est)) if known.json else f"{est.summary()}")
+    return 0
+
+
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
@@ -489,6 +510,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("model", "init-tiny"): (_model_init_tiny, "create the embedded tiny base model"),
     ("model", "train-embedded"): (_train_embedded, "train and ship the embedded cleaner"),
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
+    ("estimate",): (_estimate, "time a few steps of a run before launching it: its expected duration"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
     ("calibrate",): (_calibrate, "fit the candidates' weight temperature on a validation split (stored with the model)"),

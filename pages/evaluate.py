@@ -34,7 +34,7 @@ from pages.exports import export_download
 @dataclass
 class EvaluateTab:
     open_record: gr.Button
-    record_ref: list  # [split textbox value, record id] sent to the Clean tab
+    record_ref: list  # [evaluation folder, its split, record id] sent to the Clean tab
 
 
 class Actions:
@@ -161,4 +161,4 @@ def build(ctx: AppContext) -> EvaluateTab:
         for box in ("browse", "kind", "outcome"):
             w[box].input(act.on_browse, [w["browse"], w["kind"], w["outcome"]], browsed, api_name=f"eval_{box}")
         w["export"].click(export_download, [w["browse"], w["format"]], [w["exported"]], api_name="export_eval")
-    return EvaluateTab(open_record=w["open"], record_ref=[w["data_of"], w["record_id"]])
+    return EvaluateTab(open_record=w["open"], record_ref=[w["browse"], w["data_of"], w["record_id"]])

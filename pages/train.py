@@ -30,6 +30,7 @@ from fabe.training.config import (
     preset_values,
     read_config_file,
 )
+from fabe.training.estimate import format_duration
 from pages import form
 from pages.context import AppContext
 
@@ -159,6 +160,33 @@ def on_preview(ctx: AppContext, **values: Any) -> tuple[str, str]:
     return shlex.join(plan.launch["command"]), json.dumps(plan.config_json(), indent=2)
 
 
+def on_estimate(ctx: AppContext, progress=gr.Progress(), **values: Any) -> str:
+    """The run's expected duration from a timed probe of its first steps (in a child
+    process on the first chosen GPU), with the figures it rests on."""
+    from fabe.runs.processes import parse_gpus
+    from fabe.training.estimate import probe_in_child
+
+    cfg, problems, typed = config_of(values)
+    problems = problems + list(confinement_problems(ctx, typed, values["run_name"]).values())
+    if cfg is None or problems:
+        return "**Cannot estimate:**\n\n" + "\n".join(f"- `{p}`" for p in problems)
+    stages: list[str] = []
+
+    def on_line(line: str) -> None:
+        stages.append(line)
+        progress((len(stages), 5), desc=f"probe: {line}", unit="stages")
+
+    progress((0, 5), desc="probe: starting", unit="stages")
+    try:
+        est = probe_in_child(cfg, parse_gpus(gpu_spec(values["gpus"])), on_line=on_line)
+    except ValueError as e:
+        return f"**Cannot estimate:** {e}"
+    gpus = len(values["gpus"] or [])
+    ddp = f" With {gpus} GPUs each step takes about as long (DDP adds the gradient exchange)." if gpus > 1 else ""
+    return (f"**Expected duration: {format_duration(est.total_s)}** for {est.steps} steps.\n\n"
+            f"Basis: {est.basis()}.{ddp}")
+
+
 def on_preset(preset: str) -> list[Any]:
     if preset not in PRESETS:
         return [gr.update() for _ in OPTIONS]
@@ -255,6 +283,8 @@ def _wire(ctx: AppContext, f: Form, buttons: dict[str, Any], shown: dict[str, An
                                outputs=dependent, api_name=f"options_for_{name}")
     buttons["preview"].click(partial(on_preview, ctx), inputs_kwargs=f.inputs(),
                              outputs=[shown["command"], shown["config"]], api_name="preview_command")
+    buttons["estimate"].click(partial(on_estimate, ctx), inputs_kwargs=f.inputs(), outputs=[shown["estimate"]],
+                              api_name="estimate_duration")
     buttons["save"].click(on_save, inputs_kwargs={**f.options, "preset": f.preset}, outputs=[shown["saved"]],
                           api_name="save_form")
     buttons["load"].upload(on_load, [buttons["load"]], [f.preset] + [f.options[n] for n in OPTIONS],
@@ -269,11 +299,13 @@ def build(ctx: AppContext) -> TrainTab:
         buttons: dict[str, Any] = {"check": _dataset_widgets()}
         with gr.Row():
             buttons["preview"] = gr.Button("Preview command")
+            buttons["estimate"] = gr.Button("Estimate duration (timed probe)")
             buttons["save"] = gr.Button("Save form as YAML")
             buttons["load"] = gr.File(label="Load form from YAML", file_types=[".yaml", ".yml", ".json"],
                                       elem_id="form-load")
             buttons["launch"] = gr.Button("Launch", variant="primary")
-        shown = {"command": gr.Code(label="Command", language="shell", interactive=False, elem_id="train-command"),
+        shown = {"estimate": gr.Markdown(elem_id="train-estimate"),
+                 "command": gr.Code(label="Command", language="shell", interactive=False, elem_id="train-command"),
                  "config": gr.Code(label="config.json (what the run trains from)", language="json",
                                    interactive=False, elem_id="train-config"),
                  "saved": gr.File(label="Form YAML", interactive=False, elem_id="form-yaml"),

@@ -4,6 +4,7 @@ no run."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -168,7 +169,23 @@ def choose(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
-def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_dataset, tiny_model_dir):
+RECORD_PICKER = "Record (id · trigger · origin · lines; type to filter)"
+
+
+def choose_record(page, record_id: str) -> None:
+    """Pick a record in the Clean tab by its id (the option's label says more: trigger, origin, lines)."""
+    page.get_by_label(RECORD_PICKER, exact=True).click()
+    page.get_by_role("option", name=re.compile(f"^{re.escape(record_id)} · ")).click()
+
+
+def replace_input(page, code: str) -> None:
+    """Select all of the Clean tab's input and put `code` there as a paste does (one input event)."""
+    page.locator("#clean-input .cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(code)
+
+
+def test_clean_a_picked_record_then_pasted_code_with_a_trained_checkpoint(page, app_url, small_dataset, tiny_model_dir):
     from fabe.data.dataset import load_records
     from fabe.training.config import TrainConfig
     from fabe.training.run import train
@@ -185,8 +202,7 @@ def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_da
     page.get_by_role("tab", name="Pick a dataset record").click()
     fill(page, "#clean-split textarea", str(small_dataset / "test.jsonl"))
     page.get_by_role("button", name="List records").click()
-    page.wait_for_timeout(1000)
-    choose(page, "Record", record.id)
+    choose_record(page, record.id)
     page.wait_for_selector(f"#clean-record-info >> text={record.trigger}", timeout=30_000)
     fill(page, "Max new tokens (0: 1.25 x input + 16)", "12")
     page.get_by_role("button", name="Clean", exact=True).click()
@@ -201,6 +217,27 @@ def test_clean_a_picked_record_with_a_trained_checkpoint(page, app_url, small_da
     assert marked.count() >= 1
     assert marked.first.get_attribute("data-op") in ("delete", "replace")
     assert page.locator("#clean-diff mark.trigger").count() >= 1
+    assert "saved by the evaluation" not in page.locator("#clean-message").inner_text()
+
+    # the stale-highlight case: paste other code over the picked record's; the record's title,
+    # trigger offsets and reference must not be applied to it
+    from fabe.cleaning.report import trigger_spans
+
+    other = next(r for r in load_records(small_dataset / "test.jsonl")
+                 if r.clean and r.id != record.id and not trigger_spans(r.clean))
+    replace_input(page, other.clean)
+    page.wait_for_selector("#clean-record-info >> text=no dataset record", timeout=30_000)
+    assert record.id not in page.locator("#clean-record-info").inner_text()
+    page.get_by_role("button", name="Clean", exact=True).click()
+    page.wait_for_function(f"() => document.querySelector('#clean-diff')?.innerText.includes({other.clean.split(chr(10))[0]!r})",
+                           timeout=120_000)
+    assert page.locator("#clean-diff mark.trigger").count() == 0  # the detector finds none in it
+    assert page.locator("#clean-diff tr[data-trigger]:not([data-trigger=''])").count() == 0
+    left = page.evaluate("() => [...document.querySelectorAll('#clean-diff td.left')].map(td => td.innerText)")
+    assert "\n".join(line for line in left if line) .split() == other.clean.split()  # the pasted code is the input
+    box = page.evaluate("""() => { const b = document.querySelector('#clean-diff .diff-box');
+        return [b.scrollWidth, b.clientWidth, getComputedStyle(b).overflowY]; }""")
+    assert box[0] <= box[1] + 1 and box[2] == "auto", box  # long lines wrap inside the box; it scrolls
 
 
 def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, small_dataset, tiny_model_dir):
@@ -237,6 +274,16 @@ def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, 
     choose(page, "Record to open", rec)
     page.get_by_role("button", name="Open in the Clean tab").click()
     page.wait_for_selector(f"#clean-record-info >> text={rec}", timeout=30_000)
+    # it lands on the record sub-tab, showing the candidates that evaluation saved
+    assert page.get_by_role("tab", name="Pick a dataset record").get_attribute("aria-selected") == "true"
+    page.wait_for_selector("#clean-message >> text=saved by the evaluation", timeout=30_000)
+    from fabe.evaluation.runner import load_candidates
+
+    saved = load_candidates(runs_dir / names[0], rec)
+    cells = [c for c in page.locator("#candidates-table").inner_text().split("\n") if c.strip()]
+    body = cells[cells.index("lines changed") + 1:]
+    assert body[3] == f"{round(saved[0].score, 4):g}"  # the evaluation's top candidate, not a new decoding
+    assert sum(map(int, body[1::11])) == len(saved) == 4
 
 
 def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, small_dataset):
@@ -295,8 +342,7 @@ def test_the_shipped_real_examples_are_offered_with_their_origin_and_a_verdict(p
     page.get_by_role("tab", name="Pick a dataset record").click()
     fill(page, "#clean-split textarea", "examples")
     page.get_by_role("button", name="List records").click()
-    page.wait_for_timeout(1000)
-    choose(page, "Record", "example-0")
+    choose_record(page, "example-0")
     page.wait_for_selector("#clean-record-info >> text=licence", timeout=30_000)
     info = page.locator("#clean-record-info").inner_text()
     assert any(p in info for p in ("libxml2", "nginx", "lua")) and "example-0" in info

@@ -48,7 +48,7 @@ def test_the_shipped_cleaner_restores_real_c_of_projects_it_never_trained_on():
     records = load_records(embedded.SHIPPED_EXAMPLES)
     held_out = set(json.loads((SHIPPED_CLEANER / "fabe.json").read_text())["recipe_config"]["holdout"].split(","))
     assert {r.origin["project"] for r in records} <= held_out
-    summary, _ = evaluate(Cleaner.load(SHIPPED_CLEANER), records, CleanConfig(k=1, decoding="beam"))
+    summary, _, _ = evaluate(Cleaner.load(SHIPPED_CLEANER), records, CleanConfig(k=1, decoding="beam"))
     overall = summary["overall"]
     assert overall["exact"] >= REAL_FLOOR["exact"], overall
     assert 1 - overall["false_change"] >= REAL_FLOOR["unpoisoned_unchanged"], overall

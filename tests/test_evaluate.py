@@ -108,6 +108,16 @@ def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small
     saved = json.loads((out / "eval.json").read_text())
     assert saved["overall"] == data["overall"]
     assert len((out / "records.csv").read_text().splitlines()) >= 4  # header + 3 records (code spans lines)
+    from fabe.data.dataset import load_records
+    from fabe.evaluation.report import load_records_frame
+    from fabe.evaluation.runner import load_candidates
+
+    frame = load_records_frame(out)
+    for record in load_records(small_dataset / "test.jsonl")[:3]:  # what the page shows when a record is opened
+        cands = load_candidates(out, record.id)
+        assert len(cands) == 2 and [c.rank for c in cands] == [1, 2]
+        assert cands[0].code == frame.loc[frame["id"] == record.id, "top"].item()
+    assert load_candidates(out, "no-such-record") is None and load_candidates(tmp_path, "x") is None
     o = data["overall"]
     assert o["exact_n"] == 3 and o["exact_ci"] == wilson(round(o["exact"] * 3), 3)
     assert o["trigger_removal_n"] + o["false_change_n"] == 3  # poisoned and unpoisoned records

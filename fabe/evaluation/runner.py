@@ -1,7 +1,8 @@
 """Evaluating cleaners: clean every record of a split, judge the top candidates
 (`fabe.evaluation.metrics`), and save the result as `eval.json` (meta + summary),
-`records.csv` (one row per record) and `summary.csv` (every rate with its count and 95%
-interval, as numbers) next to the cleaner's run, where the page finds them."""
+`records.csv` (one row per record), `candidates.jsonl` (every record's K candidates, so a
+record opened from the page shows what the evaluation saw) and `summary.csv` (every rate with
+its count and 95% interval, as numbers) next to the cleaner's run, where the page finds them."""
 
 from __future__ import annotations
 
@@ -11,16 +12,21 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from fabe.cleaning.cleaner import CleanConfig, Cleaner
+from fabe.cleaning.cleaner import Candidate, CleanConfig, Cleaner
 from fabe.data.dataset import Record
 from fabe.evaluation.metrics import RecordResult, judge, summarize
 from fabe.files import write_atomic, write_json_atomic
 
 
-def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[str, Any]) -> Path:
-    """`out/eval.json` (meta + summary), `out/records.csv` (one row per record) and
-    `out/summary.csv` (the rates as numbers), each written to a temporary file and renamed,
-    so a reader never sees half of one; eval.json last, as the page lists folders by it."""
+CANDIDATES = "candidates.jsonl"
+
+
+def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[str, Any],
+              candidates: Sequence[Sequence[Candidate]] | None = None) -> Path:
+    """`out/eval.json` (meta + summary), `out/records.csv` (one row per record),
+    `out/candidates.jsonl` (each row's candidates, when given) and `out/summary.csv` (the
+    rates as numbers), each written to a temporary file and renamed, so a reader never sees
+    half of one; eval.json last, as the page lists folders by it."""
     from fabe.evaluation.report import write_summary_csv
 
     def write(f) -> None:
@@ -31,6 +37,10 @@ def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[s
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "records.csv", write, newline="")
+    if candidates is not None:
+        write_atomic(out / CANDIDATES, lambda f: f.writelines(
+            json.dumps({"id": row["id"], "candidates": [c.to_dict() for c in cands]}) + "\n"
+            for row, cands in zip(rows, candidates)))
     write_summary_csv(out, summary)
     write_json_atomic(out / "eval.json", {"meta": meta, **summary})
     return out
@@ -38,13 +48,13 @@ def save_eval(out: str | Path, summary: dict, rows: Sequence[dict], meta: dict[s
 
 def evaluate(cleaner: Cleaner, records: Sequence[Record], cfg: CleanConfig | None = None,
              batch_size: int = 8, progress: Callable[[int, int], None] | None = None,
-             ) -> tuple[dict, list[dict]]:
-    """Clean every record; (summary, per-record rows as dicts)."""
+             ) -> tuple[dict, list[dict], list[list[Candidate]]]:
+    """Clean every record; (summary, per-record rows as dicts, each record's candidates)."""
     if progress is not None:
         progress(0, len(records))  # the count is shown before the first batch is done
     results = cleaner.clean_batch([r.input for r in records], cfg, batch_size, progress)
     rows = [judge(r, c) for r, c in zip(records, results)]
-    return summarize(rows), [asdict(r) for r in rows]
+    return summarize(rows), [asdict(r) for r in rows], results
 
 
 def default_eval_dir(source: str | Path, data: str | Path, cfg: CleanConfig, limit: int,
@@ -68,6 +78,20 @@ def load_eval(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "eval.json").read_text())
 
 
+def load_candidates(folder: str | Path, record_id: str) -> list[Candidate] | None:
+    """The candidates an evaluation saved for one record; None when it saved none (an
+    evaluation older than candidates.jsonl, or a record it did not clean)."""
+    path = Path(folder) / CANDIDATES
+    if not path.is_file():
+        return None
+    with path.open() as f:
+        for line in f:
+            row = json.loads(line)
+            if row["id"] == record_id:
+                return [Candidate(**c) for c in row["candidates"]]
+    return None
+
+
 def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,
              out: str | Path | None = None, batch_size: int = 8,
              progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
@@ -85,12 +109,12 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
     start = time.time()
     cleaner = Cleaner.load(source)
     cleaner.check_records_fit(records, cfg, data)
-    summary, rows = evaluate(cleaner, records, cfg, batch_size, progress)
+    summary, rows, candidates = evaluate(cleaner, records, cfg, batch_size, progress)
     meta = {"source": str(source), "data": str(data), "limit": limit, "records": len(records),
             "clean": asdict(cfg), "seconds": round(time.time() - start, 1),
             "s_per_record": round((time.time() - start) / len(records), 3), "at": time.time()}
     target = Path(out) if out else default_eval_dir(source, data, cfg, limit)
-    return {"meta": meta, **summary}, save_eval(target, summary, rows, meta)
+    return {"meta": meta, **summary}, save_eval(target, summary, rows, meta, candidates)
 
 
 def calibrate(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,

@@ -49,7 +49,7 @@ def _link_runs(train_tab: pages.train.TrainTab, runs_tab: pages.runs.RunsTab, ta
         lambda run_id: gr.Tabs(selected="runs") if run_id else gr.Tabs(), [train_tab.launched], [tabs])
     link, link_outputs = runs_tab.link
     demo.load(link, None, [*link_outputs, tabs], api_name="open_run_link")
-    demo.load(None, None, None, js=pages.runs.KEEP_ZOOM_JS)
+    demo.load(None, None, None, js=pages.runs.PAGE_JS)
     runs_tab.new_from.click(train_tab.from_run, [runs_tab.pick], train_tab.form_outputs,
                             api_name="new_run_from_config").then(lambda: gr.Tabs(selected="train"), None, [tabs])
 

@@ -22,8 +22,15 @@ SMOOTH_MIN = 10  # fewer points than this: no smoothed curve
 MARGIN = dict(l=60, r=10, t=50, b=50)
 
 
-def _smoothed(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
-    return pd.Series(values).ewm(alpha=alpha, adjust=False).mean().to_numpy()
+def smoothing_window(n: int) -> int:
+    """Points averaged per smoothed point: a tenth of the series (odd, 3 to 201)."""
+    return min(201, max(3, n // 10) | 1)
+
+
+def _smoothed(values: np.ndarray) -> np.ndarray:
+    """A centred moving average: it lies on the trend, not behind it as an exponential
+    average does on a few dozen points (at the ends it averages the points there are)."""
+    return pd.Series(values).rolling(smoothing_window(len(values)), center=True, min_periods=1).mean().to_numpy()
 
 
 def thin(n: int, max_points: int = MAX_POINTS) -> np.ndarray:

@@ -65,6 +65,22 @@ KEEP_ZOOM_JS = """() => {
   }).observe(document.body, {childList: true, subtree: true});
 }"""
 
+FOLLOW_LOG_JS = """() => {
+  // the log box shows its newest lines: scrolled to the bottom whenever its text changes,
+  // unless the reader has scrolled up to read older lines
+  document.addEventListener('scroll', (e) => {
+    const t = e.target;
+    if (t.matches && t.matches('#run-log textarea')) { t.fabeAtEnd = t.scrollTop + t.clientHeight >= t.scrollHeight - 4; }
+  }, true);
+  setInterval(() => {
+    const t = document.querySelector('#run-log textarea');
+    if (!t || t.value === t.fabeSeen) { return; }
+    t.fabeSeen = t.value;
+    if (t.fabeAtEnd !== false) { t.scrollTop = t.scrollHeight; }
+  }, 500);
+}"""
+PAGE_JS = f"() => {{ if (window.fabePage) {{ return; }} window.fabePage = true; ({KEEP_ZOOM_JS})(); ({FOLLOW_LOG_JS})(); }}"
+
 
 @dataclass
 class RunsTab:
@@ -136,13 +152,16 @@ def show(ctx: AppContext, run_id: str | None) -> tuple:
             runs.log_tail(run, LOG_LINES), gr.Timer(active=info.state in runs.LIVE), *buttons, _checkpoints(run))
 
 
+PICK_TWO = "Pick two or more runs to see the options that differ."
+
+
 def compare(ctx: AppContext, run_ids: list[str] | None, metric: str, x_axis: str, y_axis: str) -> tuple:
     """The overlay of `metric` for the runs and the table of the options that differ."""
     ids = [r for r in run_ids or [] if (ctx.runs_dir / r).is_dir()]
     figure = overlay_figure({r: ctx.metrics(r) for r in ids}, metric, x_axis, y_axis == "log",
                             uirevision=f"{','.join(ids)}|{metric}|{x_axis}|{y_axis}")
     if len(ids) < 2:
-        return figure, pd.DataFrame(columns=["option"]), "Pick two or more runs to see the options that differ."
+        return figure, pd.DataFrame(columns=["option"]), PICK_TWO
     try:
         diff = experiments.config_diff([ctx.runs_dir / r for r in ids])
     except ValueError as e:
@@ -238,7 +257,8 @@ def _run_layout(ctx: AppContext, w: dict[str, Any]) -> None:
                           autoscroll=True, elem_id="run-log")
     with gr.Row():
         w["files_button"] = gr.Button("Download the whole train.log and metrics.jsonl")
-        w["files"] = gr.File(label="Run files", file_count="multiple", interactive=False, elem_id="run-files")
+        w["files"] = gr.File(label="Run files", file_count="multiple", interactive=False, elem_id="run-files",
+                             height=90)
     w["gpus"] = gr.Markdown(_gpu_markdown())
     with gr.Row():
         w["stop"] = gr.Button("Stop", interactive=False, elem_id="run-stop")
@@ -263,8 +283,8 @@ def _extra_layout(ids: list[str], w: dict[str, Any]) -> None:
             w["x_axis"] = gr.Radio([(v.split(" (")[0], k) for k, v in X_AXES.items()], value="step", label="x axis")
             w["y_axis"] = gr.Radio(["linear", "log"], value="linear", label="y axis")
         w["compare_plot"] = gr.Plot(elem_id="compare-plot")
-        w["diff_note"] = gr.Markdown(elem_id="config-diff-note")
-        w["diff"] = gr.Dataframe(interactive=False, wrap=True, elem_id="config-diff")
+        w["diff_note"] = gr.Markdown(PICK_TWO, elem_id="config-diff-note")
+        w["diff"] = gr.Dataframe(pd.DataFrame(columns=["option"]), interactive=False, wrap=True, elem_id="config-diff")
         w["new_from"] = gr.Button("New run from the selected run's config (fills the Train tab)")
 
 

@@ -121,6 +121,18 @@ def test_a_bad_dataset_shows_every_error_and_creates_no_run(page, app_url, tmp_p
     assert sorted(p.name for p in runs_dir.iterdir()) == before
 
 
+def test_the_duration_estimate_says_its_figure_and_basis_beside_the_command(page, small_dataset, tiny_model_dir):
+    page.get_by_role("tab", name="Train").click()
+    fill(page, "#train-data textarea", str(small_dataset))
+    fill(page, "#train-model textarea", str(tiny_model_dir))
+    fill(page, "Max length", "768")
+    fill(page, "Max steps", "40")
+    page.get_by_role("button", name="Estimate duration (timed probe)").click()
+    page.wait_for_selector("#train-estimate >> text=Expected duration", timeout=180_000)
+    text = page.locator("#train-estimate").inner_text()
+    assert "for 40 steps" in text and "timed steps at" in text and "measured on cpu" in text, text
+
+
 def test_check_dataset_shows_its_stats_and_first_records(page, small_dataset):
     from fabe.data.dataset import load_records
 

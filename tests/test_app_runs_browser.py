@@ -1,5 +1,6 @@
 """The Runs page in headless Chromium, as a researcher keeps it open: two runs overlaid in
-one chart with the options that differ, a zoom that survives the live refresh, a reload
+one chart with the options that differ, a zoom that survives the live refresh (and a log box
+that shows its newest lines), a reload
 that keeps the selected run (`?run=ID`), Stop showing the step of the checkpoint it saved
 (and Stop disabled after), and "new run from this config" filling the Train form."""
 
@@ -102,6 +103,10 @@ def test_a_zoom_survives_the_live_refresh(page, served):
     assert page.evaluate(plot_js("loss-plot", "p._fullLayout.xaxis.range")) == pytest.approx(zoom)
     full = page.evaluate(plot_js("loss-plot", "[Math.min(...p.data[0].x), Math.max(...p.data[0].x)]"))
     assert zoom[1] < full[1]  # a zoom indeed: the newest points lie outside it
+    # the log box follows the newest lines as they come
+    page.wait_for_function("""() => { const t = document.querySelector('#run-log textarea');
+        return t && t.scrollHeight > t.clientHeight && t.scrollTop + t.clientHeight >= t.scrollHeight - 4; }""",
+                           timeout=30_000)
 
 
 def test_a_reload_keeps_the_selected_run(page, served):

@@ -90,7 +90,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     w["message"] = gr.Markdown(elem_id="defense-message")
     w["saved"] = gr.Dropdown(act.choices(), label="Saved results", elem_id="defense-saved")
     w["victim_md"] = gr.Markdown(elem_id="defense-victim")
-    w["table"] = gr.Dataframe(interactive=False, elem_id="defense-table")
+    w["table"] = gr.Dataframe(defense_table({"defenses": {}}), interactive=False, elem_id="defense-table")
     w["chart"] = gr.Plot(elem_id="defense-chart")
     with gr.Row():
         w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "

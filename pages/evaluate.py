@@ -125,7 +125,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     w["message"] = gr.Markdown(elem_id="eval-message")
     w["saved"] = gr.Dropdown(act.choices(), multiselect=True, label="Saved evaluations to compare",
                              elem_id="eval-saved")
-    w["table"] = gr.Dataframe(interactive=False, elem_id="eval-table")
+    w["table"] = gr.Dataframe(compare_table({}), interactive=False, elem_id="eval-table")
     with gr.Row():
         w["overall"] = gr.Plot(elem_id="eval-chart")
         w["per_kind"] = gr.Plot(elem_id="eval-by-trigger")

@@ -308,7 +308,7 @@ def build(ctx: AppContext) -> TrainTab:
                  "command": gr.Code(label="Command", language="shell", interactive=False, elem_id="train-command"),
                  "config": gr.Code(label="config.json (what the run trains from)", language="json",
                                    interactive=False, elem_id="train-config"),
-                 "saved": gr.File(label="Form YAML", interactive=False, elem_id="form-yaml"),
+                 "saved": gr.File(label="Form YAML", interactive=False, elem_id="form-yaml", height=90),
                  "message": gr.Markdown(elem_id="launch-message"), "launched": gr.Textbox(visible=False)}
         _wire(ctx, f, buttons, shown)
     return TrainTab(launched=shown["launched"], from_run=partial(on_from_run, ctx),

@@ -91,7 +91,8 @@ def compare_table(results: dict[str, dict]) -> pd.DataFrame:
         for label, rates in _eval_scopes(result):
             seconds = "" if s is None or label != "all" else f"{s:.2f}"
             rows.append({"evaluation": name, "scope": label, **_eval_row(rates), "s/record": seconds})
-    return pd.DataFrame(rows)
+    columns = ["evaluation", "scope", *_eval_row({}), "s/record"]  # named even when none is chosen
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _defense_scopes(result: dict) -> list[tuple[str, str, dict]]:
@@ -111,7 +112,7 @@ def defense_table(result: dict, overall_only: bool = False) -> pd.DataFrame:
         rows.append({"defense": name, "trigger kind": scope, "ASR": rate_cell(rates, "asr"),
                      "clean accuracy": rate_cell(rates, "ca") if scope == "all" else "",
                      "s/sample": "" if s is None else f"{s:.3f}"})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["defense", "trigger kind", "ASR", "clean accuracy", "s/sample"])
 
 
 def victim_line(victim: dict) -> str:

@@ -48,13 +48,17 @@ class Estimate:
         parts = [f"{self.probe_steps} timed steps at {self.s_per_step:.2f} s/step (after {WARMUP_STEPS} warm-up) "
                  f"x {self.steps} steps"]
         if self.evals:
-            parts.append(f"{self.evals} evaluations of {self.eval_records} records at {self.eval_s:.1f} s each")
-        parts.append(f"{self.saves} saves at {self.save_s:.1f} s (optimizer state not timed)")
+            parts.append(f"{_count(self.evals, 'evaluation')} of {self.eval_records} records at {self.eval_s:.1f} s each")
+        parts.append(f"{_count(self.saves, 'save')} at {self.save_s:.1f} s each (optimizer state not timed)")
         parts.append(f"model load and encoding {self.load_s:.0f} s")
         return f"measured on {self.device}: " + "; ".join(parts)
 
     def summary(self) -> str:
         return f"about {format_duration(self.total_s)} ({self.basis()})"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def format_duration(seconds: float) -> str:

@@ -1,38 +1,62 @@
-"""Full vs simple mode: time of one training step (forward, backward, AdamW) on the tiny
-model with 3 candidates per record, full mode both with each prompt run once (shared, the
-default) and with every candidate's prompt+candidate row (plain); measured alternately in
-one run, median of repeats.
+"""Full vs simple mode at real-scale settings, on DeepSeek-Coder-6.7B's shape scaled down
+(width and vocabulary / 16, depth / 4: Llama, hidden 256, 8 layers, vocabulary 2,016, so the
+output layer weighs what it does in the real model), LoRA r=8 and gradient checkpointing on,
+3 candidates per record, samples of about P + T = max_length / 1.6 as the real data at 4,096:
+step time (forward, backward, AdamW) of simple mode, full mode packed (each prompt once, the
+default) and full mode plain (a row per prompt + candidate), measured alternately in one
+run, median of repeats; processed/real tokens of both modes packed; and the peak memory of
+the loss computation (chunked vs the full logits) at the real vocabulary, 32,256.
 
-    python bench/step_time.py [--model embedded] [--batch 4] [--repeats 5]
+    python bench/step_time.py [--hidden 256] [--layers 8] [--prompt 384] [--target 256] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import statistics
+import tempfile
 import time
 
 import torch
 
-from fabe import embedded
-from fabe.data.builder import BuildConfig, build_dataset
-from fabe.data.dataset import Record
-from fabe.training.config import TrainConfig
-from fabe.training.encoding import Collator, encode_records
-from fabe.training.modeling import load_causal_lm
-from fabe.training.trainer import FabeTrainer, build_trainer
+from fabe.training.encoding import Collator, Encoded
+from fabe.training.losses import token_logprobs
+from fabe.training.packing import chunked_token_logprobs, pack
+
+VOCAB = 32256  # DeepSeek-Coder's
 
 
-def three_candidates(records: list[Record]) -> list[Record]:
-    out = []
-    for r in records:
-        ranked = r.ranked()
-        keep = [ranked[0], ranked[1], ranked[-1]]
-        out.append(Record(r.id, r.input, [c for c, _ in keep], [s for _, s in keep]))
-    return out
+def samples(n: int, prompt: int, target: int, candidates: int, vocab: int, seed: int = 0) -> list[Encoded]:
+    """Encoded samples of about `prompt` and `target` tokens (+-25%), like length-grouped data."""
+    rng = random.Random(seed)
+
+    def ids(mean: int) -> list[int]:
+        return [rng.randrange(3, vocab) for _ in range(rng.randint(mean * 3 // 4, mean * 5 // 4))]
+
+    return [Encoded(ids(prompt), [ids(target) for _ in range(candidates)], [float(-j) for j in range(candidates)], 0)
+            for _ in range(n)]
 
 
-def step_seconds(trainer: FabeTrainer, model, batch: dict, optimizer) -> float:
+def simple_of(s: Encoded) -> Encoded:
+    return Encoded(s.prompt, [s.targets[s.best]], [s.quality[s.best]], 0)
+
+
+def model_of(hidden: int, layers: int, vocab: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fabe.training.modeling import prepare_for_training
+
+    config = LlamaConfig(hidden_size=hidden, intermediate_size=hidden * 43 // 16, num_hidden_layers=layers,
+                         num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, vocab_size=vocab,
+                         max_position_embeddings=4096)
+    model = prepare_for_training(LlamaForCausalLM(config), True, True, lora_r=8, lora_dropout=0.0)
+    model.train()
+    return model
+
+
+def step_seconds(trainer, model, batch: dict, optimizer) -> float:
     start = time.perf_counter()
     loss = trainer.compute_loss(model, batch)
     loss.backward()
@@ -41,41 +65,92 @@ def step_seconds(trainer: FabeTrainer, model, batch: dict, optimizer) -> float:
     return time.perf_counter() - start
 
 
+def loss_peaks(hidden: torch.Tensor, head: torch.nn.Module, batch: dict) -> tuple[float, float]:
+    """Peak MiB of the target log-probabilities and their backward: chunked from the hidden
+    states, and through the full (rows x length x vocabulary) logits (torch's memory profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def chunked() -> None:
+        h = hidden.detach().requires_grad_()
+        chunked_token_logprobs(head, h, batch["gather"], batch["score_labels"]).sum().backward()
+
+    def full() -> None:
+        h = hidden.detach().requires_grad_()
+        flat = h.reshape(-1, h.size(-1))[batch["gather"]]  # (R, T, D) as the plain layout's target part
+        logits = torch.cat([flat[:, :1], flat], 1) @ head.weight.T  # (R, 1 + T, V)
+        token_logprobs(logits, batch["score_labels"]).sum().backward()
+
+    peaks = []
+    for fn in (chunked, full):
+        with tempfile.NamedTemporaryFile(suffix=".json") as out:
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                         with_stack=True) as prof:
+                fn()
+            prof.export_memory_timeline(out.name, device="cpu")
+            _, sizes = json.load(open(out.name))
+        peaks.append(max(map(sum, sizes)) / 2**20)
+    return peaks[0], peaks[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--vocab", type=int, default=VOCAB // 16)
+    parser.add_argument("--max_length", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--prompt", type=int, default=384)
+    parser.add_argument("--target", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    import tempfile
+    from fabe.training.config import TrainConfig
+    from fabe.training.encoding import EncodedDataset
+    from fabe.training.trainer import FabeTrainer, training_arguments
 
-    tmp = tempfile.mkdtemp()
-    records = three_candidates(build_dataset(BuildConfig(out=tmp, n=200, seed=3))["train"])
-    model, tok = load_causal_lm(embedded.resolve(args.model, "model"), dtype="float32")
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    trainers, batches = {}, {}
-    variants = {"simple": ("simple", False), "full": ("full", True), "full-plain": ("full", False)}
-    for name, (mode, shared) in variants.items():
-        cfg = TrainConfig(data="x", mode=mode, shared_prompt=shared)
-        trainers[name] = build_trainer(cfg, tmp, records[:args.batch], model=model, tokenizer=tok).trainer
-        trainers[name].current_gradient_accumulation_steps = 1
-        encoded, _ = encode_records(records[:args.batch], tok, mode, 2048)
-        batches[name] = Collator(tok.pad_token_id, mode, shared_prompt=shared)(encoded)
-    times = {name: [] for name in variants}
-    for _ in range(args.repeats + 1):  # the first round warms up
-        for name in variants:
-            times[name].append(step_seconds(trainers[name], model, batches[name], optimizer))
+    torch.manual_seed(0)
+    model = model_of(args.hidden, args.layers, args.vocab)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    full_samples = samples(args.batch, args.prompt, args.target, 3, args.vocab)
+    simple_samples = [simple_of(s) for s in full_samples]
+    capacity = args.max_length
+    variants = {"simple": ("simple", True, simple_samples), "full packed": ("full", True, full_samples),
+                "full plain": ("full", False, full_samples)}
+    trainers: dict[str, FabeTrainer] = {}
+    batches = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (mode, packing, batch) in variants.items():
+            cfg = TrainConfig(data="x", mode=mode, packing=packing, gradient_checkpointing=True)
+            collator = Collator(0, mode, packing=packing, capacity=capacity)
+            trainers[name] = FabeTrainer(model=model, args=training_arguments(cfg, tmp, False),
+                                         train_dataset=EncodedDataset(batch), data_collator=collator, fabe=cfg)
+            trainers[name].current_gradient_accumulation_steps = 1
+            batches[name] = collator(batch)
+        times = {name: [] for name in variants}
+        for _ in range(args.repeats + 1):  # the first round warms up
+            for name in variants:
+                times[name].append(step_seconds(trainers[name], model, batches[name], optimizer))
     med = {m: statistics.median(t[1:]) for m, t in times.items()}
-    enc, _ = encode_records(records[:args.batch], tok, "full", 2048)
-    prompt = statistics.mean(len(e.prompt) for e in enc)
-    target = statistics.mean(len(t) for e in enc for t in e.targets)
+    prompt = statistics.mean(len(s.prompt) for s in full_samples)
+    target = statistics.mean(len(t) for s in full_samples for t in s.targets)
     ideal = (prompt + 3 * target) / (prompt + target)
-    print(f"batch {args.batch}, 3 candidates, P={prompt:.0f} T={target:.0f} tokens")
-    print(f"simple {med['simple']:.3f} s/step, full (shared prompt) {med['full']:.3f} s/step, "
-          f"full (plain rows) {med['full-plain']:.3f} s/step")
-    print(f"full/simple = {med['full'] / med['simple']:.2f} shared, {med['full-plain'] / med['simple']:.2f} plain  "
-          f"(tokens: plain 3.00; shared (P+3T)/(P+T) = {ideal:.2f}, target <= 1.1 x that = {1.1 * ideal:.2f})")
+    print(f"model: Llama hidden {args.hidden}, {args.layers} layers, vocabulary {args.vocab}, LoRA r=8, gradient "
+          f"checkpointing; batch {args.batch}, 3 candidates, P={prompt:.0f} T={target:.0f} tokens, rows of at most "
+          f"{capacity}")
+    print(f"simple {med['simple']:.3f} s/step, full packed {med['full packed']:.3f} s/step, "
+          f"full plain {med['full plain']:.3f} s/step")
+    print(f"full/simple = {med['full packed'] / med['simple']:.2f} packed, {med['full plain'] / med['simple']:.2f} "
+          f"plain  (target <= 1.1 x (P+3T)/(P+T) = {1.1 * ideal:.2f})")
+    for name, mode in (("simple", "simple"), ("full packed", "full")):
+        batch, real = batches[name], sum(len(s.prompt) + sum(map(len, s.targets))
+                                         for s in variants[name][2])
+        print(f"{mode}: processed/real tokens {batch['input_ids'].numel() / real:.3f} (target <= 1.02)")
+    head = torch.nn.Linear(args.hidden, VOCAB, bias=False)
+    real_vocab = samples(args.batch, args.prompt, args.target, 3, VOCAB)
+    packed = pack(real_vocab, 0, capacity, True)
+    hidden = torch.randn(*packed["input_ids"].shape, args.hidden)
+    chunked, full = loss_peaks(hidden, head, packed)
+    print(f"loss computation at vocabulary {VOCAB}, peak: chunked {chunked:.0f} MiB, full logits {full:.0f} MiB, ratio "
+          f"{chunked / full:.2f} (target <= 0.25)")
 
 
 if __name__ == "__main__":

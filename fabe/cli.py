@@ -156,6 +156,40 @@ def _estimate(argv: list[str]) -> int:
     return 0
 
 
+def _plan(argv: list[str]) -> int:
+    from fabe.runs.processes import gpu_list
+    from fabe.training.config import resolve_config
+    from fabe.training.planner import GPU_FLOPS, UTILIZATION, memory_warning, plan, plan_table
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--gpu", default="A100", choices=sorted(GPU_FLOPS))
+    pre.add_argument("--candidates", type=int, default=3)
+    pre.add_argument("--prompt_tokens", type=int)
+    pre.add_argument("--target_tokens", type=int)
+    pre.add_argument("--json", action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    if any(a in ("-h", "--help") for a in rest):
+        print("usage: python -m fabe plan [--gpu NAME] [--candidates C] [--prompt_tokens P] [--target_tokens T] "
+              "[--json] [train flags: --preset, --config, ...]\n\nPeak GPU memory by part, tokens per step and "
+              f"s/step on a named GPU (at {UTILIZATION:.0%} utilization), for simple and full mode, from the "
+              "model's config alone (no weights are read or downloaded).")
+        return 0
+    cfg = resolve_config(rest)
+    plans = [plan(cfg, mode, known.gpu, known.candidates, known.prompt_tokens, known.target_tokens)
+             for mode in ("simple", "full")]
+    if known.json:
+        print(json.dumps([p.to_dict() for p in plans], indent=2))
+        return 0
+    print(f"{cfg.model}: batch {cfg.batch_size} x accumulation {cfg.gradient_accumulation_steps}, max length "
+          f"{cfg.max_length}, {'LoRA' if plans[0].lora else 'full fine-tune'}, gradient checkpointing "
+          f"{'on' if cfg.gradient_checkpointing else 'off'}, packing {'on' if cfg.packing else 'off'}")
+    print(plan_table(plans))
+    warning = memory_warning(plans, gpu_list())
+    if warning:
+        print(f"warning: {warning}")
+    return 0
+
+
 def _clean(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
@@ -511,6 +545,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("model", "train-embedded"): (_train_embedded, "train and ship the embedded cleaner"),
     ("train",): (_train, "train a cleaner (simple or full mode) into a run directory"),
     ("estimate",): (_estimate, "time a few steps of a run before launching it: its expected duration"),
+    ("plan",): (_plan, "peak GPU memory by part, tokens and s/step of a run, from the model's config alone"),
     ("clean",): (_clean, "clean poisoned code into K ranked candidates"),
     ("eval",): (_eval, "evaluate a cleaner on a split: removal, exact, CodeBLEU, BLEU, parse, false changes"),
     ("calibrate",): (_calibrate, "fit the candidates' weight temperature on a validation split (stored with the model)"),

@@ -51,7 +51,8 @@ PROBE = textwrap.dedent('''
                      "train_records": len(self.train_dataset),
                      "eval_records": None if self.eval_dataset is None else len(self.eval_dataset),
                      "sampler": type(self._get_train_sampler()).__name__,
-                     "collator": {"mode": self.data_collator.mode, "shared_prompt": self.data_collator.shared_prompt},
+                     "collator": {"mode": self.data_collator.mode, "packing": self.data_collator.packing,
+                                  "capacity": self.data_collator.capacity},
                      "rank_fn": getattr(self.rank_fn, "func", self.rank_fn).__name__,
                      "margin": getattr(self.rank_fn, "keywords", {}).get("margin")}
             out = Path(os.environ["FABE_PROBE_OUT"]) / (Path(self.args.output_dir).name + ".jsonl")
@@ -90,7 +91,7 @@ def changed_values(preset: str, data: Path, model: Path) -> dict:
                precision="fp32", gradient_checkpointing=True, trust_remote_code=True, mode="simple", alpha=0.5,
                beta=0.0, rank_loss="margin", margin=0.2, learning_rate=2e-3, lr_scheduler="linear", warmup_steps=7,
                weight_decay=0.01, num_train_epochs=2.0, max_steps=1, batch_size=2, gradient_accumulation_steps=2,
-               seed=5, logging_steps=3, eval_steps=50, save_steps=40, save_total_limit=2, shared_prompt=False)
+               seed=5, logging_steps=3, eval_steps=50, save_steps=40, save_total_limit=2, packing=False)
     values = {}
     for name, value in own.items():
         order = (value, FIELDS[name].default) if name in OWN_FIRST else (FIELDS[name].default, value)
@@ -172,7 +173,7 @@ def test_the_trainer_of_a_launched_run_sees_every_value_of_the_form_and_a_resume
         assert probe["train_records"] == len(load_records(small_dataset / "train.jsonl"))
         assert probe["longest_row"] <= values["max_length"]
         assert probe["args"]["bf16"] is False and probe["args"]["fp16"] is False  # fp32 on a CPU either way
-        assert probe["collator"]["shared_prompt"] is False
+        assert probe["collator"]["packing"] is False and probe["collator"]["capacity"] == values["max_length"]
         assert (probe["rank_fn"], probe["margin"]) == ("margin_loss", values["margin"])
     config = run.read_config()
     assert config["train"] == expected and set(config) == {"train", "launch", "provenance"}

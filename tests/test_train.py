@@ -122,36 +122,86 @@ def test_ranking_loss_alone_reaches_lora_weights_with_gradient_checkpointing(tin
     assert all(p.grad is None for p in frozen)
 
 
-@pytest.mark.parametrize("rank_loss", list(RANK_LOSSES))
-def test_the_shared_prompt_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path, rank_loss):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    model.train()
-    cfg = TrainConfig(data="x", mode="full", rank_loss=rank_loss)
-    trainer = _trainer(model, tokenizer, cfg, tmp_path)
-    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop
+def _records_of_two_prompt_lengths() -> list[Record]:
     records = [_record("int g(void)\n{\n}", 3), _record("int h(int a)\n{\n    return a + a;\n}", 4)]
     records[1] = Record(id="long", input="int k(int a, int b)\n{\n    return a * b - 1;\n}",
                         output=records[1].output, score=records[1].score)  # prompts of different lengths
-    encoded, _ = encode_records(records, tokenizer, "full", 1024)
-    results = []
-    for shared in (False, True):
-        batch = Collator(tokenizer.pad_token_id, "full", shared_prompt=shared)(encoded)
-        model.zero_grad()
-        n = int(batch["labels"][:, 1:].ne(IGNORE_INDEX).sum())
-        loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(n))
-        loss.backward()
-        components = {k: v[-1].item() for k, v in trainer._components["train"].items()}
-        grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
-        results.append((n, loss.item(), components, grads))
-    (n0, loss0, comp0, grad0), (n1, loss1, comp1, grad1) = results
+    return records + [_record("int q(void)\n{\n    return 7;\n}", 2)]
+
+
+def _loss_and_grads(trainer, model, batch) -> tuple:
+    model.zero_grad()
+    n = int(batch["labels"][:, 1:].ne(IGNORE_INDEX).sum())
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(n))
+    loss.backward()
+    components = {k: v[-1].item() for k, v in trainer._components["train"].items()}
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    return n, loss.item(), components, grads
+
+
+@pytest.mark.parametrize("mode,rank_loss,lora,checkpointing", [
+    ("full", "listmle", False, False), ("full", "margin", False, False), ("full", "listmle", True, True),
+    ("full", "listmle", False, True), ("simple", "listmle", False, False), ("simple", "listmle", True, True)])
+def test_packing_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path, mode, rank_loss, lora,
+                                                   checkpointing):
+    """Each prompt once with its candidates after it (full mode), several samples to a row,
+    under the block mask: the same MLE tokens, loss, components and gradients as one padded
+    row per prompt + candidate, with gradient checkpointing and LoRA on or off."""
+    from transformers import AutoModelForCausalLM
+
+    from fabe.training.modeling import prepare_for_training
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = prepare_for_training(model, lora, checkpointing, lora_dropout=0.0)
+    model.train()
+    cfg = TrainConfig(data="x", mode=mode, rank_loss=rank_loss)
+    trainer = _trainer(model, tokenizer, cfg, tmp_path)
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer's training loop
+    encoded, _ = encode_records(_records_of_two_prompt_lengths(), tokenizer, mode, 1024)
+    plain = Collator(tokenizer.pad_token_id, mode)(encoded)
+    packed = Collator(tokenizer.pad_token_id, mode, packing=True, capacity=1024)(encoded)
+    assert packed["input_ids"].size(0) == 1  # the three samples share one row
+    (n0, loss0, comp0, grad0), (n1, loss1, comp1, grad1) = (_loss_and_grads(trainer, model, b) for b in (plain, packed))
     assert n0 == n1  # Trainer counts the same MLE tokens in both layouts
     assert loss1 == pytest.approx(loss0, rel=1e-5)
-    assert comp1 == pytest.approx(comp0, rel=1e-5) and comp0["rank_loss"] > 0
-    assert grad0.keys() == grad1.keys()
+    assert comp1 == pytest.approx(comp0, rel=1e-5)
+    assert mode == "simple" or comp0["rank_loss"] > 0
+    assert grad0.keys() == grad1.keys() and grad0
     for k in grad0:
         assert torch.allclose(grad0[k], grad1[k], rtol=1e-4, atol=1e-6), k
+
+
+def test_packed_rows_hold_each_prompt_once_and_waste_no_tokens(tokenizer):
+    from fabe.training.packing import allowed
+
+    encoded, _ = encode_records(_records_of_two_prompt_lengths(), tokenizer, "full", 1024)
+    batch = Collator(tokenizer.pad_token_id, "full", packing=True, capacity=1024)(encoded)
+    real = sum(len(e.prompt) + sum(map(len, e.targets)) for e in encoded)
+    assert batch["segments"].ge(0).sum() == real == batch["input_ids"].numel()  # no padding at all
+    plain = Collator(tokenizer.pad_token_id, "full")(encoded)
+    assert plain["attention_mask"].sum() > real  # the plain rows repeat every prompt
+    mask = allowed(batch["segments"], batch["roles"])[0, 0]
+    seg, role = batch["segments"][0], batch["roles"][0]
+    first_cand = int((role == 1).nonzero()[0])
+    second = int((role == 2).nonzero()[0])
+    assert mask[second, :first_cand].all()  # a candidate sees its prompt
+    assert not mask[second, first_cand:second].any()  # and never another candidate
+    other = int((seg == 1).nonzero()[0])
+    assert not mask[other, :other].any()  # nor another sample
+    assert batch["position_ids"][0, first_cand] == batch["position_ids"][0, second] == first_cand
+
+
+def test_rows_are_packed_within_the_capacity_with_the_least_padding():
+    from fabe.training.packing import bins, first_fit
+
+    assert first_fit([300, 700, 500, 200], 1000) == [[0, 1], [2, 3]]  # 700 + 300, 500 + 200
+    assert bins([1500, 10], 1000) == [[0], [1]]  # a longer sample gets a row of its own
+    assert first_fit([1165] * 4, 4096) == [[0, 1, 2], [3]]  # two rows padded to 3,495: 1.5 x the tokens
+    assert bins([1165] * 4, 4096) == [[0, 1], [2, 3]]  # two rows of 2,330: no padding
+    for lengths in ([900, 850, 300, 120, 40], [1000] * 3, [400, 390, 380, 370, 360, 350]):
+        rows = bins(lengths, 1024)
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in row) <= 1024 or len(row) == 1 for row in rows)
 
 
 def test_lora_targets_are_detected_or_refused(tiny_model_dir):

@@ -197,8 +197,9 @@ class LoggingOptions:
 class SystemOptions:
     """How the work is laid out on the hardware."""
 
-    shared_prompt: bool = option(True, "Shared prompt", "Full mode: run each prompt once and score its "
-                                 "candidates on its KV cache (off under gradient checkpointing).", when=FULL_MODE)
+    packing: bool = option(True, "Packing", "Each prompt once with its candidates after it, several samples "
+                           "per row of max length tokens, under a block attention mask (works with gradient "
+                           "checkpointing); off: one padded row per prompt + candidate.")
     deepspeed: str = option("", "DeepSpeed ZeRO", "Several GPUs: zero2, zero3 or a DeepSpeed JSON file (needs "
                             "the deepspeed package); empty: plain DDP.", suggest=("", "zero2", "zero3"))
 
@@ -397,7 +398,10 @@ def resolve_config(argv: list[str]) -> TrainConfig:
 def config_from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     """A TrainConfig from a resolved dict (a run's config.json): every key must be an option,
     and every option is taken as given (no preset, no default fills a gap: a missing key is
-    an error too)."""
+    an error too). A run written before `packing` replaced `shared_prompt` (the same loss
+    with the KV cache) trains packed."""
+    if "shared_prompt" in values and "packing" not in values:
+        values = {**{k: v for k, v in values.items() if k != "shared_prompt"}, "packing": True}
     check_keys(values, source)
     missing = [name for name in FIELDS if name not in values]
     if missing:

@@ -115,10 +115,12 @@ def _pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
 
 @dataclass
 class Collator:
-    """Pads a batch of Encoded samples to its longest row (right padding).
+    """Batches of Encoded samples: packed (`fabe.training.packing`, the default: each prompt
+    once, several samples per row of at most `capacity` tokens, a block attention mask) or
+    plain, one row per prompt + candidate padded to the longest (right padding).
 
-    Output: input_ids, attention_mask (R, T) and labels (R, T) with the target tokens of each
-    sample's best row only (so Trainer's token count is the MLE's). In full mode also
+    Plain output: input_ids, attention_mask (R, T) and labels (R, T) with the target tokens
+    of each sample's best row only (so Trainer's token count is the MLE's). In full mode also
     score_labels (R, T) with every row's targets, cand_index (B, C) the row of each
     candidate (-1 = padding) and quality (B, C).
     """
@@ -126,11 +128,14 @@ class Collator:
     pad_token_id: int
     mode: str = "simple"
     pad_to_multiple_of: int | None = None
-    shared_prompt: bool = False
+    packing: bool = False
+    capacity: int = 4096  # tokens per packed row
 
     def __call__(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        if self.mode == "full" and self.shared_prompt:
-            return self._shared(batch)
+        if self.packing:
+            from fabe.training.packing import pack
+
+            return pack(batch, self.pad_token_id, self.capacity, self.mode == "full", self.pad_to_multiple_of)
         rows, labels, mle, index = [], [], [], []
         for sample in batch:
             index.append([])
@@ -154,37 +159,3 @@ class Collator:
             out["quality"] = torch.tensor(
                 [s.quality + [0.0] * (n_cand - len(s.quality)) for s in batch], dtype=torch.float)
         return out
-
-    def _shared(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
-        """Full mode with each prompt once: prompt_ids/prompt_mask (B, P) left-padded,
-        cand_ids/cand_mask (R, T) right-padded, owner (R,) the sample of each row, and
-        labels/score_labels (R, 1 + T) laid out as the plain rows' target part (a leading
-        ignored column stands for the prompt's last position, so Trainer counts the same
-        MLE tokens); cand_index and quality as in the plain layout."""
-        prompts = [s.prompt for s in batch]
-        targets, owner, index, mle = [], [], [], []
-        for b, sample in enumerate(batch):
-            index.append([])
-            for j, target in enumerate(sample.targets):
-                index[-1].append(len(targets))
-                targets.append(target)
-                owner.append(b)
-                mle.append(j == sample.best)
-        p_width, t_width = max(map(len, prompts)), max(map(len, targets))
-        if self.pad_to_multiple_of:
-            t_width = -(-t_width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        n_cand = max(len(i) for i in index)
-        ignored = [IGNORE_INDEX]
-        return {
-            "prompt_ids": torch.tensor([[self.pad_token_id] * (p_width - len(p)) + p for p in prompts]),
-            "prompt_mask": torch.tensor([[0] * (p_width - len(p)) + [1] * len(p) for p in prompts]),
-            "cand_ids": _pad(targets, self.pad_token_id, t_width),
-            "cand_mask": _pad([[1] * len(t) for t in targets], 0, t_width),
-            "owner": torch.tensor(owner),
-            "labels": _pad([ignored + (t if m else ignored * len(t)) for t, m in zip(targets, mle)],
-                           IGNORE_INDEX, 1 + t_width),
-            "score_labels": _pad([ignored + t for t in targets], IGNORE_INDEX, 1 + t_width),
-            "cand_index": _pad(index, -1, n_cand),
-            "quality": torch.tensor([s.quality + [0.0] * (n_cand - len(s.quality)) for s in batch],
-                                    dtype=torch.float),
-        }

@@ -32,39 +32,24 @@ LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than th
 DISK_FULL_BYTES = 1 << 20  # a save failing with less than this free is a full disk
 
 
-def shared_prompt_forward(model, inputs: dict[str, torch.Tensor]):
-    """Logits of every candidate with its sample's prompt run once: the prompts' KV cache is
-    repeated for each candidate (index_select, so gradients reach the prompt through every
-    candidate) and the candidates are run on top of it. Returns an object with `logits`
-    (R, 1 + T, V): the prompt's last position, then each candidate position, which is the
-    target part of the plain layout's logits."""
-    from types import SimpleNamespace
+def packed_token_logprobs(model, head: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                          labels: torch.Tensor) -> torch.Tensor:
+    """(R, T) log p of every candidate's target tokens from one forward over the packed rows
+    (`fabe.training.packing`): the output layer runs on the last position only inside the
+    model, and on the target tokens in chunks here."""
+    from fabe.training.packing import attention_mask, chunked_token_logprobs
 
-    from transformers import DynamicCache
-
-    mask = inputs["prompt_mask"]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
-    # Only the prompt's last position is scored (it predicts the first target token), so the
-    # output layer runs on that position alone.
-    out = model(input_ids=inputs["prompt_ids"], attention_mask=mask, position_ids=positions,
-                cache=cache, use_cache=True, logits_to_keep=1)
-    owner = inputs["owner"]
-    cache = out.past_key_values
-    cache.reorder_cache(owner)
-    cand_mask = inputs["cand_mask"]
-    start = mask.sum(-1)[owner][:, None]  # each prompt's length
-    cand = model(input_ids=inputs["cand_ids"], attention_mask=torch.cat([mask[owner], cand_mask], 1),
-                 position_ids=start + torch.arange(cand_mask.size(1), device=mask.device),
-                 cache=cache, use_cache=True)
-    return SimpleNamespace(logits=torch.cat([out.logits[owner], cand.logits], 1))
+    mask = attention_mask(model, inputs["segments"], inputs["roles"], head.weight.dtype)
+    out = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], attention_mask=mask,
+                output_hidden_states=True, logits_to_keep=1, use_cache=False)
+    return chunked_token_logprobs(head, out.hidden_states[-1], inputs["gather"], labels)
 
 
 def count_tokens(inputs: dict[str, torch.Tensor]) -> int:
     """Non-padding tokens a training forward reads (the throughput's unit): every row's tokens,
-    or with a shared prompt each prompt once plus its candidates."""
-    if "prompt_mask" in inputs:
-        return int(inputs["prompt_mask"].sum() + inputs["cand_mask"].sum())
+    or packed, each prompt once plus its candidates."""
+    if "segments" in inputs:
+        return int(inputs["segments"].ge(0).sum())
     return int(inputs["attention_mask"].sum())
 
 
@@ -89,12 +74,14 @@ class FabeTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         full = self.fabe.mode == "full"
-        if "prompt_ids" in inputs:
-            outputs = shared_prompt_forward(model, inputs)
+        labels = inputs["score_labels"] if full else inputs["labels"]
+        if "segments" in inputs:
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            outputs = None
+            token_lp = packed_token_logprobs(model, head, inputs, labels)  # (R, T)
         else:
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        labels = inputs["score_labels"] if full else inputs["labels"]
-        token_lp = token_logprobs(outputs.logits, labels)  # (R, T-1)
+            token_lp = token_logprobs(outputs.logits, labels)  # (R, T-1)
         mle_mask = inputs["labels"][:, 1:].ne(-100)
         nll = -(token_lp * mle_mask).sum()
         n_tokens = mle_mask.sum().clamp(min=1)
@@ -233,7 +220,7 @@ def build_trainer(cfg: TrainConfig, output_dir: str | Path, train: Sequence[Reco
     train_set = EncodedDataset(encoded)
     valid_set = EncodedDataset(encode_records(valid, tokenizer, cfg.mode, cfg.max_length)[0]) if valid else None
     collator = Collator(tokenizer.pad_token_id, cfg.mode, 8 if torch.cuda.is_available() else None,
-                        shared_prompt=cfg.shared_prompt and not cfg.gradient_checkpointing)
+                        packing=cfg.packing, capacity=cfg.max_length)
     trainer = FabeTrainer(model=model, args=training_arguments(cfg, output_dir, valid_set is not None),
                           train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer,
                           data_collator=collator, callbacks=list(callbacks), fabe=cfg, lengths=train_set.lengths)

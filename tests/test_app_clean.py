@@ -52,6 +52,6 @@ def test_the_defense_tab_runs_and_shows_every_defense(client, small_victim, tiny
         str(small_victim), str(tiny_model_dir), str(small_dataset / "test.jsonl"), ["fabe", "none"], 2, 2,
         api_name="/defend")
     assert message.startswith("Saved to")
-    assert [row[0] for row in table["data"]] == ["fabe", "none"]
+    assert [row[0] for row in table["data"] if row[1] == "all"] == ["fabe", "none"]  # then a row per trigger kind
     names = {t["name"] for t in json.loads(chart["plot"])["data"]}
     assert {"fabe ASR", "none ASR", "fabe CA", "none CA"} <= names and "clean accuracy" in victim_md

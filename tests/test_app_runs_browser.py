@@ -66,6 +66,17 @@ def plot_js(elem_id: str, expr: str) -> str:
     return f"() => {{ const p = document.querySelector('#{elem_id} .js-plotly-plot'); return {expr}; }}"
 
 
+def plot_area(page, elem_id: str) -> dict:
+    """The plot area's box (a drag there zooms, as a user does); the live refresh may be
+    redrawing the chart at the moment asked, so it is asked again until it is there."""
+    for _ in range(50):
+        box = page.locator(f"#{elem_id} .nsewdrag").first.bounding_box()
+        if box is not None:
+            return box
+        page.wait_for_timeout(200)
+    raise AssertionError(f"#{elem_id}: no plot area")
+
+
 def test_two_runs_are_overlaid_with_the_options_that_differ(page, served):
     url, _ = served
     open_run(page, url, "lr-high")
@@ -89,7 +100,7 @@ def test_a_zoom_survives_the_live_refresh(page, served):
     open_run(page, url, "live")
     page.wait_for_function(plot_js("loss-plot", "p && p.data && p.data.length && p.data[0].x.length >= 2"),
                            timeout=120_000)
-    box = page.locator("#loss-plot .nsewdrag").bounding_box()  # the plot area: a drag there zooms (a user's zoom)
+    box = plot_area(page, "loss-plot")
     y = box["y"] + box["height"] / 2
     page.mouse.move(box["x"] + box["width"] * 0.2, y)
     page.mouse.down()

@@ -291,9 +291,10 @@ def _eval(argv: list[str]) -> int:
     if args.json:
         print(json.dumps({**result, "out": str(out)}, indent=2))
     else:
-        from fabe.evaluation.report import eval_table
+        from fabe.evaluation.report import eval_table, ranking_line
 
         print(eval_table(result).to_string(index=False))
+        print(ranking_line(result.get("ranking") or {}))
         print(f"\nsaved: {out / 'eval.json'}, {out / 'records.csv'}, {out / 'summary.csv'}")
     return 0
 

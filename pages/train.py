@@ -151,13 +151,17 @@ def on_launch(ctx: AppContext, **values: Any) -> tuple[str, str]:
     return f"Launched **{run.path.name}** ({run.read_status()['state']}).", run.path.name
 
 
-def on_preview(ctx: AppContext, **values: Any) -> tuple[str, str]:
-    """The command a launch runs and the config.json it writes (provenance is added then)."""
+def on_preview(ctx: AppContext, **values: Any) -> tuple[str, str, str]:
+    """The command a launch runs, the config.json it writes (provenance is added then) and
+    the run's plan (memory by part, tokens, s/step)."""
     cfg, problems, _ = config_of(values)
     if cfg is None:
-        return "# invalid form:\n" + "\n".join(f"# {p}" for p in problems), ""
-    plan = runs.launch_plan(cfg, gpu_spec(values["gpus"]), ctx.runs_dir, values["run_name"] or None)
-    return shlex.join(plan.launch["command"]), json.dumps(plan.config_json(), indent=2)
+        return "# invalid form:\n" + "\n".join(f"# {p}" for p in problems), "", ""
+    launch = runs.launch_plan(cfg, gpu_spec(values["gpus"]), ctx.runs_dir, values["run_name"] or None)
+    chosen = {g.split(":")[0] for g in values["gpus"] or []}
+    gpus = [g for g in gpu_list() if str(g["index"]) in chosen]
+    return (shlex.join(launch.launch["command"]), json.dumps(launch.config_json(), indent=2),
+            plan_markdown(cfg, gpus))
 
 
 def on_estimate(ctx: AppContext, progress=gr.Progress(), **values: Any) -> str:
@@ -185,6 +189,21 @@ def on_estimate(ctx: AppContext, progress=gr.Progress(), **values: Any) -> str:
     ddp = f" With {gpus} GPUs each step takes about as long (DDP adds the gradient exchange)." if gpus > 1 else ""
     return (f"**Expected duration: {format_duration(est.total_s)}** for {est.steps} steps.\n\n"
             f"Basis: {est.basis()}.{ddp}")
+
+
+def plan_markdown(cfg: TrainConfig, gpus: list[dict]) -> str:
+    """The planner's table for both modes, and a warning when a chosen GPU is too small."""
+    from fabe.training.planner import GPU_FLOPS, memory_warning, plan, plan_table
+
+    name = next((n for n in GPU_FLOPS if gpus and n.lower() in gpus[0]["name"].lower().replace(" ", "")), "A100")
+    try:
+        plans = [plan(cfg, mode, name) for mode in ("simple", "full")]
+    except ValueError as e:
+        return f"**No plan:** {e}"
+    warning = memory_warning(plans, gpus)
+    head = f"**Warning:** {warning}\n\n" if warning else ""
+    return (f"{head}**Plan** (from the model's config alone; P = T = max length / 2, 3 candidates):\n\n"
+            f"```\n{plan_table(plans)}\n```")
 
 
 def on_preset(preset: str) -> list[Any]:
@@ -282,7 +301,7 @@ def _wire(ctx: AppContext, f: Form, buttons: dict[str, Any], shown: dict[str, An
         f.options[name].change(on_controller, inputs_kwargs={n: f.options[n] for n in CONTROLLERS},
                                outputs=dependent, api_name=f"options_for_{name}")
     buttons["preview"].click(partial(on_preview, ctx), inputs_kwargs=f.inputs(),
-                             outputs=[shown["command"], shown["config"]], api_name="preview_command")
+                             outputs=[shown["command"], shown["config"], shown["plan"]], api_name="preview_command")
     buttons["estimate"].click(partial(on_estimate, ctx), inputs_kwargs=f.inputs(), outputs=[shown["estimate"]],
                               api_name="estimate_duration")
     buttons["save"].click(on_save, inputs_kwargs={**f.options, "preset": f.preset}, outputs=[shown["saved"]],
@@ -304,7 +323,7 @@ def build(ctx: AppContext) -> TrainTab:
             buttons["load"] = gr.File(label="Load form from YAML", file_types=[".yaml", ".yml", ".json"],
                                       elem_id="form-load")
             buttons["launch"] = gr.Button("Launch", variant="primary")
-        shown = {"estimate": gr.Markdown(elem_id="train-estimate"),
+        shown = {"estimate": gr.Markdown(elem_id="train-estimate"), "plan": gr.Markdown(elem_id="train-plan"),
                  "command": gr.Code(label="Command", language="shell", interactive=False, elem_id="train-command"),
                  "config": gr.Code(label="config.json (what the run trains from)", language="json",
                                    interactive=False, elem_id="train-config"),

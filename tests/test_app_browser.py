@@ -78,6 +78,8 @@ def test_launch_watch_and_stop_a_run(page, app_url, small_dataset, tiny_model_di
     page.wait_for_function("() => document.querySelector('#train-config').innerText.includes('\"max_steps\": 3000')",
                            timeout=30_000)
     command = page.locator("#train-command .cm-content").inner_text()
+    page.wait_for_selector("#train-plan >> text=peak (GiB)", timeout=30_000)  # the planner's table beside it
+    assert "s/step on A100" in page.locator("#train-plan").inner_text()
     assert "-m fabe train --run" in command and "browser-run" in command  # trains from its config.json
     config = page.locator("#train-config .cm-content").inner_text()
     assert str(small_dataset) in config and '"trust_remote_code": false' in config  # off unless ticked

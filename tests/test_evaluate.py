@@ -100,7 +100,9 @@ def test_eval_json_fields_are_stable_and_results_are_saved(tiny_model_dir, small
         text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(result.stdout)
-    assert set(data) == {"meta", "overall", "by_trigger", "by_project", "by_verdict", "out"} and data["out"] == str(out)
+    assert set(data) == {"meta", "overall", "by_trigger", "by_project", "by_verdict", "ranking", "out"}
+    assert data["out"] == str(out) and data["ranking"]["ranked_records"] == 3  # the split's own candidates, ranked
+    assert 0 <= data["ranking"]["pairwise_accuracy"] <= 1 and data["ranking"]["pairwise_accuracy_n"] >= 3
     assert set(data["overall"]) == SUMMARY_FIELDS and data["overall"]["records"] == 3
     assert all(set(v) == SUMMARY_FIELDS for v in data["by_trigger"].values())
     assert {"source", "data", "limit", "records", "clean", "seconds", "s_per_record"} <= set(data["meta"])

@@ -380,3 +380,25 @@ def test_stderr_into_train_log_writes_each_line_once(tmp_path, small_dataset, ti
     assert result.returncode == 0
     text = (out / "train.log").read_text()
     assert text.count("***** Running training *****") == 1
+
+
+def test_the_flex_mask_function_is_the_dense_block_mask(tokenizer):
+    from fabe.training.packing import allowed, mask_mod
+
+    encoded, _ = encode_records(_records_of_two_prompt_lengths(), tokenizer, "full", 1024)
+    batch = Collator(tokenizer.pad_token_id, "full", packing=True, capacity=100)(encoded)  # rows of one sample
+    assert batch["segments"].lt(0).any()  # padded rows too
+    dense = allowed(batch["segments"], batch["roles"])[:, 0]
+    rows, length = batch["segments"].shape
+    allow = mask_mod(batch["segments"], batch["roles"])
+    for b in range(rows):
+        grid = allow(torch.tensor(b), torch.tensor(0), torch.arange(length)[:, None], torch.arange(length)[None, :])
+        assert torch.equal(grid, dense[b])
+
+
+def test_auto_attention_is_sdpa_without_a_gpu():
+    from fabe.training.trainer import choose_attention
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine may choose flex attention")
+    assert choose_attention("auto") == "sdpa" and choose_attention("eager") == "eager"

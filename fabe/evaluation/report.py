@@ -82,6 +82,16 @@ def eval_table(result: dict) -> pd.DataFrame:
     return pd.DataFrame([{"scope": label, **_eval_row(rates)} for label, rates in _eval_scopes(result)])
 
 
+def _ranking_cells(ranking: dict | None) -> dict[str, str]:
+    """The ranking columns of a comparison row (empty but for the "all" row)."""
+    if not ranking or not ranking.get("ranked_records"):
+        return {"ranking: pairwise": "", "ranking: best first": "", "ranking: tau-b": ""}
+    tau = ranking.get("kendall_tau")
+    return {"ranking: pairwise": rate_cell(ranking, "pairwise_accuracy"),
+            "ranking: best first": rate_cell(ranking, "best_top"),
+            "ranking: tau-b": "" if tau is None else f"{tau:.3f}"}
+
+
 def compare_table(results: dict[str, dict]) -> pd.DataFrame:
     """Several evaluations side by side: for each, a row for all records (with its seconds
     per record), then one per trigger kind and project."""
@@ -90,8 +100,9 @@ def compare_table(results: dict[str, dict]) -> pd.DataFrame:
         s = result.get("meta", {}).get("s_per_record")
         for label, rates in _eval_scopes(result):
             seconds = "" if s is None or label != "all" else f"{s:.2f}"
-            rows.append({"evaluation": name, "scope": label, **_eval_row(rates), "s/record": seconds})
-    columns = ["evaluation", "scope", *_eval_row({}), "s/record"]  # named even when none is chosen
+            rows.append({"evaluation": name, "scope": label, **_eval_row(rates), "s/record": seconds,
+                         **_ranking_cells(result.get("ranking") if label == "all" else None)})
+    columns = ["evaluation", "scope", *_eval_row({}), "s/record", *_ranking_cells(None)]  # named when none is chosen
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -113,6 +124,16 @@ def defense_table(result: dict, overall_only: bool = False) -> pd.DataFrame:
                      "clean accuracy": rate_cell(rates, "ca") if scope == "all" else "",
                      "s/sample": "" if s is None else f"{s:.3f}"})
     return pd.DataFrame(rows, columns=["defense", "trigger kind", "ASR", "clean accuracy", "s/sample"])
+
+
+def ranking_line(ranking: dict) -> str:
+    """How the cleaner ranks the dataset's own candidates, as a sentence."""
+    if not ranking.get("ranked_records"):
+        return "Ranking: no record with differently scored candidates."
+    tau = ranking.get("kendall_tau")
+    return (f"Ranking of the dataset's candidates ({ranking['ranked_records']} records): pairwise accuracy "
+            f"{rate_cell(ranking, 'pairwise_accuracy')}, Kendall tau-b {'-' if tau is None else f'{tau:.3f}'}, "
+            f"best-scored candidate ranked first {rate_cell(ranking, 'best_top')}.")
 
 
 def victim_line(victim: dict) -> str:

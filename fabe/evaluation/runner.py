@@ -96,7 +96,8 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
              out: str | Path | None = None, batch_size: int = 8,
              progress: Callable[[int, int], None] | None = None) -> tuple[dict, Path]:
     """Clean the first `limit` records (0: all) of a split with the cleaner at `source`,
-    then save eval.json and records.csv (to `out`, or `default_eval_dir`)."""
+    score how it ranks their own candidates, then save eval.json and records.csv (to `out`,
+    or `default_eval_dir`)."""
     import time
 
     from fabe.data.dataset import load_records
@@ -110,11 +111,20 @@ def run_eval(source: str | Path, data: str | Path, cfg: CleanConfig | None = Non
     cleaner = Cleaner.load(source)
     cleaner.check_records_fit(records, cfg, data)
     summary, rows, candidates = evaluate(cleaner, records, cfg, batch_size, progress)
+    summary["ranking"] = ranking_of(cleaner, records)
     meta = {"source": str(source), "data": str(data), "limit": limit, "records": len(records),
             "clean": asdict(cfg), "seconds": round(time.time() - start, 1),
             "s_per_record": round((time.time() - start) / len(records), 3), "at": time.time()}
     target = Path(out) if out else default_eval_dir(source, data, cfg, limit)
     return {"meta": meta, **summary}, save_eval(target, summary, rows, meta, candidates)
+
+
+def ranking_of(cleaner: Cleaner, records: Sequence[Record]) -> dict:
+    """How the cleaner ranks the records' own scored candidates (`fabe.evaluation.ranking`)."""
+    from fabe.evaluation.ranking import candidate_scores, ranking_quality
+
+    ranked = [r for r in records if len(set(r.score)) > 1]
+    return ranking_quality(ranked, candidate_scores(cleaner, ranked)) if ranked else ranking_quality([], [])
 
 
 def calibrate(source: str | Path, data: str | Path, cfg: CleanConfig | None = None, limit: int = 0,

@@ -118,8 +118,10 @@ def probe(cfg: TrainConfig, steps: int = 3, eval_batches: int = 2,
         raise ValueError(f"steps: time at least 1 step, got {steps}")
     train, valid, _ = load_data(cfg)
     with tempfile.TemporaryDirectory(prefix="fabe-probe-") as tmp:
+        # random batches: a length-grouped sampler serves its longest batches first
         probe_cfg = dataclasses.replace(cfg, out=tmp, max_steps=WARMUP_STEPS + steps, eval_steps=0,
-                                        save_steps=10**9, logging_steps=10**9, report_to="none")
+                                        save_steps=10**9, logging_steps=10**9, report_to="none",
+                                        group_by_length=False)
         progress("loading the model and encoding the data")
         t0 = time.perf_counter()
         built = build_trainer(probe_cfg, tmp, train, None)

@@ -144,18 +144,22 @@ def attention_mask(model: Any, segments: torch.Tensor, roles: torch.Tensor, dtyp
     return mask
 
 
+def mask_mod(segments: torch.Tensor, roles: torch.Tensor):
+    """`allowed` as a flex-attention mask function of (batch, head, query, key) indices."""
+    def allow(b, h, q, k):
+        same = (segments[b, q] == segments[b, k]) & (segments[b, q] >= 0)
+        own = (roles[b, k] == 0) | (roles[b, k] == roles[b, q])
+        return ((q >= k) & same & own) | ((q == k) & (segments[b, q] < 0))
+    return allow
+
+
 def flex_block_mask(segments: torch.Tensor, roles: torch.Tensor) -> Any:
     """The same mask as a flex-attention BlockMask: blocks no query of which may see are
     skipped, so the attention costs about the tokens each candidate sees, not L x L."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    def mask_mod(b, h, q, k):
-        same = (segments[b, q] == segments[b, k]) & (segments[b, q] >= 0)
-        own = (roles[b, k] == 0) | (roles[b, k] == roles[b, q])
-        return ((q >= k) & same & own) | ((q == k) & (segments[b, q] < 0))
-
     rows, length = segments.shape
-    return create_block_mask(mask_mod, rows, None, length, length, device=segments.device)
+    return create_block_mask(mask_mod(segments, roles), rows, None, length, length, device=segments.device)
 
 
 def chunked_token_logprobs(head: torch.nn.Module, hidden: torch.Tensor, gather: torch.Tensor,

@@ -186,6 +186,10 @@ def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
     model, tokenizer = load_causal_lm(embedded.resolve(cfg.model, "model"), dtype=dtype,
                                       device="cuda" if torch.cuda.is_available() else "cpu",
                                       trust_remote_code=cfg.trust_remote_code)
+    attention = choose_attention(cfg.attention)
+    if attention != model.config._attn_implementation:
+        model.set_attn_implementation(attention)
+    logger.info("attention: %s", attention)
     n_params = sum(p.numel() for p in model.parameters())
     lora = cfg.finetune == "lora" or (cfg.finetune == "auto" and n_params > LORA_ABOVE_PARAMS)
     if not lora and dtype != "float32":
@@ -194,6 +198,29 @@ def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
                                  cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
     tokenizer.padding_side = "right"
     return model, tokenizer, lora
+
+
+def choose_attention(requested: str) -> str:
+    """The attention kernel: `auto` is flex attention on a CUDA GPU where torch has it (block
+    masks skip what packed rows never attend to), SDPA with a 4D mask elsewhere."""
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        try:
+            import triton  # noqa: F401  (flex attention compiles through it)
+            from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+        except ImportError:
+            return "sdpa"
+        return "flex_attention"
+    return "sdpa"
+
+
+def row_capacity(cfg: TrainConfig, model: Any) -> int:
+    """Tokens per packed row: max length under dense attention (a row's attention costs its
+    length squared, so rows stay as long as one sample may be); under flex attention the
+    blocks between samples are skipped, so a whole batch goes in one row, with no padding."""
+    flex = getattr(model.config, "_attn_implementation", "") == "flex_attention"
+    return cfg.max_length * (cfg.batch_size if flex else 1)
 
 
 @dataclass
@@ -220,7 +247,7 @@ def build_trainer(cfg: TrainConfig, output_dir: str | Path, train: Sequence[Reco
     train_set = EncodedDataset(encoded)
     valid_set = EncodedDataset(encode_records(valid, tokenizer, cfg.mode, cfg.max_length)[0]) if valid else None
     collator = Collator(tokenizer.pad_token_id, cfg.mode, 8 if torch.cuda.is_available() else None,
-                        packing=cfg.packing, capacity=cfg.max_length)
+                        packing=cfg.packing, capacity=row_capacity(cfg, model))
     trainer = FabeTrainer(model=model, args=training_arguments(cfg, output_dir, valid_set is not None),
                           train_dataset=train_set, eval_dataset=valid_set, processing_class=tokenizer,
                           data_collator=collator, callbacks=list(callbacks), fabe=cfg, lengths=train_set.lengths)

@@ -31,7 +31,7 @@ def main() -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from fabe.training.modeling import prepare_for_training
-    from fabe.training.trainer import FabeTrainer, training_arguments
+    from fabe.training.trainer import FabeTrainer, choose_attention, training_arguments
 
     shape = KNOWN_SHAPES[args.model]
     rng = random.Random(0)
@@ -48,6 +48,7 @@ def main() -> None:
         cfg = TrainConfig(**{**base, "mode": mode})
         torch.manual_seed(0)
         model = LlamaForCausalLM(LlamaConfig(**shape, max_position_embeddings=4096)).to("cuda", torch.bfloat16)
+        model.set_attn_implementation(choose_attention("auto"))
         model = prepare_for_training(model, True, True, lora_r=8, lora_dropout=0.1)
         c = 1 if mode == "simple" else 3
         samples = [Encoded(ids(2048), [ids(2048) for _ in range(c)], [float(-j) for j in range(c)], 0)
@@ -60,7 +61,8 @@ def main() -> None:
             trainer.current_gradient_accumulation_steps = 1
             times, tokens = [], 0
             for step in range(args.steps + 1):
-                batch = {k: v.cuda() for k, v in collator(samples[4 * step:4 * step + 4]).items()}
+                batch = {k: v.cuda() if torch.is_tensor(v) else v
+                         for k, v in collator(samples[4 * step:4 * step + 4]).items()}
                 torch.cuda.synchronize()
                 start = time.perf_counter()
                 with torch.autocast("cuda", dtype=torch.bfloat16):

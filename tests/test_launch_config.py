@@ -48,6 +48,7 @@ PROBE = textwrap.dedent('''
                                                         "dropout": peft.lora_dropout,
                                                         "targets": sorted(peft.target_modules)},
                      "checkpointing": inner.is_activation_checkpointing, "longest_row": max(rows),
+                     "attention": inner.config._attn_implementation,
                      "train_records": len(self.train_dataset),
                      "eval_records": None if self.eval_dataset is None else len(self.eval_dataset),
                      "sampler": type(self._get_train_sampler()).__name__,
@@ -91,7 +92,8 @@ def changed_values(preset: str, data: Path, model: Path) -> dict:
                precision="fp32", gradient_checkpointing=True, trust_remote_code=True, mode="simple", alpha=0.5,
                beta=0.0, rank_loss="margin", margin=0.2, learning_rate=2e-3, lr_scheduler="linear", warmup_steps=7,
                weight_decay=0.01, num_train_epochs=2.0, max_steps=1, batch_size=2, gradient_accumulation_steps=2,
-               seed=5, logging_steps=3, eval_steps=50, save_steps=40, save_total_limit=2, packing=False)
+               seed=5, logging_steps=3, eval_steps=50, save_steps=40, save_total_limit=2, packing=False,
+               attention="sdpa")
     values = {}
     for name, value in own.items():
         order = (value, FIELDS[name].default) if name in OWN_FIRST else (FIELDS[name].default, value)
@@ -113,7 +115,7 @@ def seen_by_trainer(probe: dict) -> dict:
             "gradient_checkpointing": probe["checkpointing"], "mode": probe["collator"]["mode"],
             "lora_r": lora.get("r"), "lora_alpha": lora.get("alpha"), "lora_dropout": lora.get("dropout"),
             "lora_targets": ",".join(lora.get("targets", [])) or None,
-            "group_by_length": probe["sampler"] == "LengthGroupedSampler"}
+            "group_by_length": probe["sampler"] == "LengthGroupedSampler", "attention": probe["attention"]}
 
 
 @pytest.fixture(scope="module")

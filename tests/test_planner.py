@@ -47,21 +47,24 @@ def test_every_preset_has_a_plan_in_both_modes(preset):
     assert simple.tokens_per_step == cfg.batch_size * cfg.max_length * cfg.gradient_accumulation_steps
     if preset != "tiny-cpu":
         assert simple.lora and simple.s_per_step > 0
-        assert set(simple.parts_gib) == {"weights", "trainable state", "activations", "attention mask",
-                                         "loss buffers"}
+        assert set(simple.parts_gib) == {"weights", "optimizer state", "gradients", "activations kept",
+                                         "layer recomputed", "attention mask", "loss buffers"}
+        assert simple.peak_gib < sum(simple.parts_gib.values())  # the loss buffers and gradients never coexist
 
 
 def test_the_parts_follow_the_options():
     base = {**preset_values("deepseek-6.7b"), "data": "d", "mode": "full"}
     on, off = plan(TrainConfig(**base)), plan(TrainConfig(**{**base, "gradient_checkpointing": False}))
-    assert off.parts_gib["activations"] > 10 * on.parts_gib["activations"]
+    assert off.parts_gib["activations kept"] > 10 * on.parts_gib["activations kept"]
+    assert off.parts_gib["layer recomputed"] == 0 < on.parts_gib["layer recomputed"]
     plain = plan(TrainConfig(**{**base, "packing": False}))
     assert plain.micro_batch_tokens == 4 * 3 * 4096 > on.micro_batch_tokens  # the prompt repeated per candidate
     assert plain.parts_gib["loss buffers"] > 30 * on.parts_gib["loss buffers"]  # full logits vs one chunk
     assert on.parts_gib["weights"] == pytest.approx(6.74e9 * 2 / 2**30, rel=0.01)  # bf16 under LoRA
     full_ft = plan(TrainConfig(**{**base, "finetune": "full"}))
-    assert full_ft.parts_gib["weights"] == pytest.approx(2 * on.parts_gib["weights"])  # fp32 weights
-    assert full_ft.parts_gib["trainable state"] == pytest.approx(6.74e9 * 12 / 2**30, rel=0.01)  # gradients, Adam moments
+    assert full_ft.parts_gib["weights"] == pytest.approx(2 * on.parts_gib["weights"], rel=0.01)  # fp32 weights
+    state = full_ft.parts_gib["optimizer state"] + full_ft.parts_gib["gradients"]
+    assert state == pytest.approx(6.74e9 * 12 / 2**30, rel=0.01)  # gradients and Adam moments
 
 
 def test_a_plan_beyond_the_chosen_gpu_is_warned_about():

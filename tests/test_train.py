@@ -139,19 +139,25 @@ def _loss_and_grads(trainer, model, batch) -> tuple:
     return n, loss.item(), components, grads
 
 
-@pytest.mark.parametrize("mode,rank_loss,lora,checkpointing", [
-    ("full", "listmle", False, False), ("full", "margin", False, False), ("full", "listmle", True, True),
-    ("full", "listmle", False, True), ("simple", "listmle", False, False), ("simple", "listmle", True, True)])
+@pytest.mark.parametrize("mode,rank_loss,lora,checkpointing,attention", [
+    ("full", "listmle", False, False, "sdpa"), ("full", "margin", False, False, "fabe_blocks"),
+    ("full", "listmle", True, True, "fabe_blocks"), ("full", "listmle", True, True, "sdpa"),
+    ("full", "listmle", False, True, "eager"), ("simple", "listmle", False, False, "sdpa"),
+    ("simple", "listmle", True, True, "fabe_blocks")])
 def test_packing_gives_the_plain_loss_and_gradients(tiny_model_dir, tokenizer, tmp_path, mode, rank_loss, lora,
-                                                   checkpointing):
+                                                   checkpointing, attention):
     """Each prompt once with its candidates after it (full mode), several samples to a row,
-    under the block mask: the same MLE tokens, loss, components and gradients as one padded
-    row per prompt + candidate, with gradient checkpointing and LoRA on or off."""
+    under the block mask (dense for SDPA and eager attention, block by block for
+    fabe_blocks): the same MLE tokens, loss, components and gradients as one padded row per
+    prompt + candidate, with gradient checkpointing and LoRA on or off."""
     from transformers import AutoModelForCausalLM
 
     from fabe.training.modeling import prepare_for_training
+    from fabe.training.packing import register_block_attention
 
+    register_block_attention()
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.set_attn_implementation(attention)
     model = prepare_for_training(model, lora, checkpointing, lora_dropout=0.0)
     model.train()
     cfg = TrainConfig(data="x", mode=mode, rank_loss=rank_loss)
@@ -401,4 +407,4 @@ def test_auto_attention_is_sdpa_without_a_gpu():
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine may choose flex attention")
-    assert choose_attention("auto") == "sdpa" and choose_attention("eager") == "eager"
+    assert choose_attention("auto") == "fabe_blocks" and choose_attention("eager") == "eager"

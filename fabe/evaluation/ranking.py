@@ -46,7 +46,7 @@ def candidate_scores(cleaner, records: Sequence[Record], batch_size: int = 4,
     from fabe.training.losses import sequence_scores
     from fabe.training.trainer import packed_token_logprobs
 
-    window = cleaner.window() or 4096
+    window = cleaner.window or 4096
     encoded, counts = encode_records(records, cleaner.tokenizer, "full", window)
     if counts["dropped"]:
         raise ValueError(f"{counts['dropped']} records do not fit the model's window of {window} tokens")
@@ -56,7 +56,7 @@ def candidate_scores(cleaner, records: Sequence[Record], batch_size: int = 4,
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
-            batch = {k: v.to(cleaner.device) for k, v in collate(chunk).items()}
+            batch = {k: v.to(cleaner.device) if torch.is_tensor(v) else v for k, v in collate(chunk).items()}
             lp = packed_token_logprobs(cleaner.model, head, batch, batch["score_labels"])
             seq = sequence_scores(lp, batch["score_labels"]).tolist()
             out += [[seq[r] for r in row if r >= 0] for row in batch["cand_index"].tolist()]

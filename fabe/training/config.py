@@ -31,7 +31,7 @@ FINETUNE = ("auto", "full", "lora")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = tuple(s.value for s in SchedulerType)
 ZERO_STAGES = {"zero2": 2, "zero3": 3}
-ATTENTION = ("auto", "sdpa", "flex_attention", "eager")
+ATTENTION = ("auto", "fabe_blocks", "sdpa", "flex_attention", "eager")
 LORA = {"finetune": ("auto", "lora")}  # when LoRA options apply
 FULL_MODE = {"mode": ("full",)}
 UI_KEYS = ("label", "suggest", "when")  # metadata the form reads and argparse does not take
@@ -201,9 +201,10 @@ class SystemOptions:
     packing: bool = option(True, "Packing", "Each prompt once with its candidates after it, several samples "
                            "per row of max length tokens, under a block attention mask (works with gradient "
                            "checkpointing); off: one padded row per prompt + candidate.")
-    attention: str = option("auto", "Attention kernel", "auto: flex attention with block masks on a CUDA GPU "
-                            "(packed rows skip the blocks no token may see), SDPA elsewhere; or sdpa, "
-                            "flex_attention, eager.", choices=ATTENTION)
+    attention: str = option("auto", "Attention kernel", "auto: flex attention with block masks on a CUDA GPU, "
+                            "else fabe_blocks (one SDPA call per prompt and per candidate); both skip what "
+                            "packed rows never attend to. sdpa and eager take the dense block mask.",
+                            choices=ATTENTION)
     deepspeed: str = option("", "DeepSpeed ZeRO", "Several GPUs: zero2, zero3 or a DeepSpeed JSON file (needs "
                             "the deepspeed package); empty: plain DDP.", suggest=("", "zero2", "zero3"))
 

@@ -62,7 +62,8 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
     `capacity` tokens (a longer sample fills a row of its own).
 
     Output: input_ids, position_ids, segments (rows, L): the sample of each token (-1 on
-    padding); roles (rows, L): 0 on a prompt, j + 1 on candidate j; gather (R, T): for each
+    padding); roles (rows, L): 0 on a prompt, j + 1 on candidate j; spans: per row, each
+    sample's (prompt start, prompt length, [(candidate start, length), ...]); gather (R, T): for each
     candidate's target tokens, the flat index (row * L + position) of the position that
     predicts it; labels and score_labels (R, 1 + T) laid out as the plain rows' target part
     (a leading ignored column), labels holding only each sample's best candidate;
@@ -76,6 +77,7 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     segments = torch.full((len(rows), width), -1, dtype=torch.long)
     roles = torch.zeros((len(rows), width), dtype=torch.long)
+    spans: list[list[tuple[int, int, list[tuple[int, int]]]]] = [[] for _ in rows]
     gather: list[list[int]] = []
     targets: list[list[int]] = []
     best: list[bool] = []
@@ -89,6 +91,7 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
             positions[r, at:at + p] = torch.arange(p)
             segments[r, at:at + p] = i
             prompt_last = r * width + at + p - 1
+            spans[r].append((at, p, []))
             at += p
             for j, target in enumerate(sample.targets):
                 n = len(target)
@@ -96,6 +99,7 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
                 positions[r, at:at + n] = torch.arange(p, p + n)
                 segments[r, at:at + n] = i
                 roles[r, at:at + n] = j + 1
+                spans[r][-1][2].append((at, n))
                 index[i].append(len(targets))
                 gather.append([prompt_last] + [r * width + at + t for t in range(n - 1)])
                 targets.append(target)
@@ -107,7 +111,7 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
     def padded(rows_: list[list[int]], value: int, w: int) -> torch.Tensor:
         return torch.tensor([x + [value] * (w - len(x)) for x in rows_], dtype=torch.long)
 
-    out = {"input_ids": ids, "position_ids": positions, "segments": segments, "roles": roles,
+    out = {"input_ids": ids, "position_ids": positions, "segments": segments, "roles": roles, "spans": spans,
            "gather": padded(gather, 0, t_width),
            "labels": padded([ignored + (t if b else ignored * len(t)) for t, b in zip(targets, best)],
                             IGNORE_INDEX, 1 + t_width)}
@@ -132,9 +136,60 @@ def allowed(segments: torch.Tensor, roles: torch.Tensor) -> torch.Tensor:
     return ((same & causal) | self_only)[:, None]
 
 
+BLOCKS = "fabe_blocks"  # the attention implementation registered by `register_block_attention`
+
+
+def register_block_attention() -> None:
+    """Make `BLOCKS` an attention implementation transformers models can be set to: packed
+    rows attend block by block (`block_attention`); other batches as SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(BLOCKS, block_attention)
+    AttentionMaskInterface.register(BLOCKS, sdpa_mask)
+
+
+def block_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                    attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                    fabe_spans: list | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+    """Attention of packed rows computed only where a token may look: each prompt over
+    itself (causal), each candidate over its prompt and itself, one SDPA call per block, so a
+    full-mode row costs P^2 / 2 + C T (P + T / 2) pairs instead of (P + C T)^2; without
+    `fabe_spans` (a plain batch) it is SDPA. query (B, H, L, D), key/value (B, KV, L, D);
+    returns (B, L, H, D)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if fabe_spans is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gqa = key.size(1) != query.size(1)
+    p_drop = dropout if module.training else 0.0
+    rows = []
+    for r, units in enumerate(fabe_spans):
+        q, k, v = query[r:r + 1], key[r:r + 1], value[r:r + 1]
+        pieces, at = [], 0
+        for start, p, cands in units:
+            pk, pv = k[:, :, start:start + p], v[:, :, start:start + p]
+            pieces.append(sdpa(q[:, :, start:start + p], pk, pv, is_causal=True, dropout_p=p_drop, scale=scaling,
+                               enable_gqa=gqa))
+            for c_start, n in cands:
+                own = torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+                mask = torch.cat([torch.ones(n, p, dtype=torch.bool, device=q.device), own], 1)
+                pieces.append(sdpa(q[:, :, c_start:c_start + n], torch.cat([pk, k[:, :, c_start:c_start + n]], 2),
+                                   torch.cat([pv, v[:, :, c_start:c_start + n]], 2), attn_mask=mask,
+                                   dropout_p=p_drop, scale=scaling, enable_gqa=gqa))
+            at = cands[-1][0] + cands[-1][1] if cands else start + p
+        if at < q.size(2):  # the row's padding: attended by nothing, its output unused
+            pieces.append(q.new_zeros(1, q.size(1), q.size(2) - at, q.size(3)))
+        rows.append(torch.cat(pieces, 2))
+    return torch.cat(rows, 0).transpose(1, 2).contiguous(), None
+
+
 def attention_mask(model: Any, segments: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype) -> Any:
     """The block mask in the form the model's attention implementation takes: a bool tensor
-    for SDPA, an additive float one for eager attention, a BlockMask for flex attention."""
+    for SDPA (and the block attention, which gets the spans instead), an additive float one
+    for eager attention, a BlockMask for flex attention."""
     implementation = getattr(model.config, "_attn_implementation", "sdpa")
     if implementation == "flex_attention":
         return flex_block_mask(segments, roles)

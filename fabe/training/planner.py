@@ -4,16 +4,19 @@ shapes of the presets' models), and an s/step for a named GPU from its peak FLOP
 assumed utilization.
 
 The memory model (bytes, per process, for one micro-batch of B samples of at most L tokens):
-- weights: parameters x 2 (bf16/fp16) or 4 (fp32; a full fine-tune keeps fp32 weights);
-- trainable state: LoRA parameters (fp32) x 16 (weight, gradient, two Adam moments), or for a
-  full fine-tune every parameter x 12 (gradient and Adam moments);
+- weights: parameters x 2 (bf16/fp16) or 4 (fp32; a full fine-tune keeps fp32 weights), and
+  LoRA's own in fp32;
+- optimizer state: two Adam moments (8 bytes) and gradients (4) per trainable parameter;
 - activations: per token and layer `layer_elements` values (attention and MLP intermediates,
-  attention itself by a memory-efficient kernel: no L x L scores) x 2 or 4 bytes; with
-  gradient checkpointing only each layer's input is kept, plus one layer's intermediates
-  while it is recomputed;
-- the packed batch's block mask, rows x L x L bytes;
+  attention itself by a memory-efficient kernel: no L x L scores) x 2 or 4 bytes;
+  with gradient checkpointing only each layer's input is kept, plus one layer's
+  intermediates while it is recomputed;
+- the packed batch's dense block mask, rows x L x L bytes, under SDPA or eager attention (the
+  default kernels read the rows' spans or a flex BlockMask instead);
 - the loss buffers: the scored tokens' logits in fp32 (and their gradient), for at most
   `CHUNK_TOKENS` tokens at a time (all of them without chunking);
+- the peak: the larger of the loss moment (activations and loss buffers, no gradients yet)
+  and the end of backward (gradients, the recomputed layer), over weights and state;
 - the tokens: B x (P + T) in simple mode; in full mode B x (P + C T) packed, B x C x (P + T)
   plain; P = T = L / 2 unless the dataset's own mean lengths are given.
 Bench: `bench/planner_accuracy.py` compares it with measured peaks.
@@ -103,7 +106,7 @@ class Plan:
     tokens_per_step: int  # per process, all micro-batches of one optimizer step
     micro_batch_tokens: int
     parts_gib: dict[str, float]  # peak memory by part
-    peak_gib: float
+    peak_gib: float  # the larger of the loss and end-of-backward moments, not the parts' sum
     s_per_step: float | None  # on `gpu` at UTILIZATION
     gpu: str
     lora: bool
@@ -130,18 +133,26 @@ def plan(cfg: TrainConfig, mode: str | None = None, gpu: str = "A100", candidate
     scored = cfg.batch_size * c * t
     row = max(cfg.max_length, p + c * t)
     rows = max(1, math.ceil(tokens / row))
-    parts = {"weights": n * (4 if not lora or not half else 2)}
-    parts["trainable state"] = shape.lora_params(cfg.lora_r) * 16 if lora else n * 12
+    dense = cfg.attention in ("sdpa", "eager")  # the others skip the blocks no token sees
+    trainable = shape.lora_params(cfg.lora_r) if lora else n
+    # LoRA weights are fp32 (16 bytes with gradient and Adam moments); a full fine-tune's
+    # weights are fp32 too: 4 + 4 (gradient) + 8 (moments)
+    parts = {"weights": n * (2 if lora and half else 4) + (trainable * 4 if lora else 0),
+             "optimizer state": trainable * 8, "gradients": trainable * 4}
     layer = tokens * shape.layer_elements(lora and cfg.lora_dropout > 0) * act
-    if cfg.gradient_checkpointing:
-        parts["activations"] = shape.layers * tokens * shape.hidden * act + layer
-    else:
-        parts["activations"] = shape.layers * layer
-    parts["attention mask"] = rows * row * row if cfg.packing else 0
+    kept = shape.layers * tokens * shape.hidden * act if cfg.gradient_checkpointing else shape.layers * layer
+    parts["activations kept"] = kept
+    parts["layer recomputed"] = layer if cfg.gradient_checkpointing else 0
+    parts["attention mask"] = rows * row * row if cfg.packing and dense else 0
     # chunked: fp32 logits, their softmax and gradient for one chunk; plain: the model's
     # logits of every row position, their fp32 copy and its log-softmax
     parts["loss buffers"] = (3 * min(scored, CHUNK_TOKENS) * shape.vocab * 4 if cfg.packing
                              else tokens * shape.vocab * (act + 8))
+    # The peak is the larger of two moments: the loss (every activation kept, the loss
+    # buffers, no gradient yet: they are freed after each step) and the end of backward (the
+    # gradients, the layer being recomputed); the weights, optimizer state and mask throughout.
+    always = parts["weights"] + parts["optimizer state"] + parts["attention mask"] + kept
+    peak = always + max(parts["loss buffers"], parts["gradients"] + parts["layer recomputed"])
     # weights: forward 2N, backward 2N for the activations (+ 2N for the weights unless
     # LoRA freezes them), a recompute of the forward under checkpointing; attention: 4 h per
     # (query, key) pair in a layer, three times (forward and backward) plus the recompute
@@ -151,7 +162,7 @@ def plan(cfg: TrainConfig, mode: str | None = None, gpu: str = "A100", candidate
     steps_tokens = tokens * cfg.gradient_accumulation_steps
     s_per_step = flops * cfg.gradient_accumulation_steps / (GPU_FLOPS[gpu] * UTILIZATION) if gpu in GPU_FLOPS else None
     parts_gib = {k: v / GIB for k, v in parts.items()}
-    return Plan(mode, steps_tokens, tokens, parts_gib, sum(parts_gib.values()), s_per_step, gpu, lora)
+    return Plan(mode, steps_tokens, tokens, parts_gib, peak / GIB, s_per_step, gpu, lora)
 
 
 def plan_table(plans: list[Plan]) -> str:

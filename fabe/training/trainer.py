@@ -25,6 +25,10 @@ from fabe.data.dataset import Record
 from fabe.training.config import TrainConfig, deepspeed_config
 from fabe.training.encoding import Collator, EncodedDataset, encode_records
 from fabe.training.losses import rank_loss_fn, sequence_scores, token_logprobs
+from fabe.training.packing import BLOCKS, register_block_attention
+
+SPARSE_ATTENTION = (BLOCKS, "flex_attention")  # kernels that skip the blocks a packed row never attends
+ONE_ROW = 1 << 40  # a row capacity no batch reaches
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +43,13 @@ def packed_token_logprobs(model, head: torch.nn.Module, inputs: dict[str, torch.
     model, and on the target tokens in chunks here."""
     from fabe.training.packing import attention_mask, chunked_token_logprobs
 
-    mask = attention_mask(model, inputs["segments"], inputs["roles"], head.weight.dtype)
+    blocks = getattr(model.config, "_attn_implementation", "") == BLOCKS
+    extra = {"fabe_spans": inputs["spans"]} if blocks else {}
+    # the block attention reads the spans; a 4D placeholder keeps transformers from building a dense mask
+    mask = (inputs["segments"].new_ones((1, 1, 1, 1), dtype=torch.bool) if blocks
+            else attention_mask(model, inputs["segments"], inputs["roles"], head.weight.dtype))
     out = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], attention_mask=mask,
-                output_hidden_states=True, logits_to_keep=1, use_cache=False)
+                output_hidden_states=True, logits_to_keep=1, use_cache=False, **extra)
     return chunked_token_logprobs(head, out.hidden_states[-1], inputs["gather"], labels)
 
 
@@ -188,6 +196,7 @@ def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
                                       trust_remote_code=cfg.trust_remote_code)
     attention = choose_attention(cfg.attention)
     if attention != model.config._attn_implementation:
+        register_block_attention()
         model.set_attn_implementation(attention)
     logger.info("attention: %s", attention)
     n_params = sum(p.numel() for p in model.parameters())
@@ -202,7 +211,8 @@ def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
 
 def choose_attention(requested: str) -> str:
     """The attention kernel: `auto` is flex attention on a CUDA GPU where torch has it (block
-    masks skip what packed rows never attend to), SDPA with a 4D mask elsewhere."""
+    masks skip what packed rows never attend to), else the block attention of
+    `fabe.training.packing` (one SDPA call per prompt and per candidate)."""
     if requested != "auto":
         return requested
     if torch.cuda.is_available():
@@ -210,17 +220,18 @@ def choose_attention(requested: str) -> str:
             import triton  # noqa: F401  (flex attention compiles through it)
             from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
         except ImportError:
-            return "sdpa"
+            return BLOCKS
         return "flex_attention"
-    return "sdpa"
+    return BLOCKS
 
 
 def row_capacity(cfg: TrainConfig, model: Any) -> int:
-    """Tokens per packed row: max length under dense attention (a row's attention costs its
-    length squared, so rows stay as long as one sample may be); under flex attention the
-    blocks between samples are skipped, so a whole batch goes in one row, with no padding."""
-    flex = getattr(model.config, "_attn_implementation", "") == "flex_attention"
-    return cfg.max_length * (cfg.batch_size if flex else 1)
+    """Tokens per packed row: max length under dense attention (SDPA or eager with the 4D
+    mask: a row costs its length squared, so rows stay as long as one sample may be); the
+    block attention and flex attention skip what a token may not see, so a whole batch goes
+    in one row, with no padding."""
+    sparse = getattr(model.config, "_attn_implementation", "") in SPARSE_ATTENTION
+    return ONE_ROW if sparse else cfg.max_length
 
 
 @dataclass

@@ -408,3 +408,36 @@ def test_auto_attention_is_sdpa_without_a_gpu():
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine may choose flex attention")
     assert choose_attention("auto") == "fabe_blocks" and choose_attention("eager") == "eager"
+
+
+def test_chunked_log_probabilities_and_gradients_equal_the_full_logits():
+    """Several chunks (3 tokens each here), each recomputed in backward: the same values and
+    the same gradients to the hidden states and the output layer as one (R x T x V) logits."""
+    from fabe.training.losses import token_logprobs
+    from fabe.training.packing import chunked_token_logprobs
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    hidden = torch.randn(2, 7, 8, requires_grad=True)
+    gather = torch.tensor([[0, 1, 2, 3], [7, 8, 9, 0]])  # flat positions predicting each target token
+    labels = torch.tensor([[IGNORE_INDEX, 5, 6, 7, 8], [IGNORE_INDEX, 9, 10, 11, IGNORE_INDEX]])
+    got = chunked_token_logprobs(head, hidden, gather, labels, chunk=3)
+    (got * torch.arange(1, 5)).sum().backward()
+    grads = hidden.grad.clone(), head.weight.grad.clone()
+    hidden.grad, head.weight.grad = None, None
+    flat = hidden.reshape(-1, 8)[gather]  # (R, T, D)
+    logits = head(torch.cat([flat, flat[:, :1]], 1))  # position t predicts label t + 1; the last is dropped
+    want = token_logprobs(logits, labels)
+    (want * torch.arange(1, 5)).sum().backward()
+    assert torch.allclose(got, want, atol=1e-6) and got[1, 3] == 0  # an ignored token scores 0
+    assert torch.allclose(grads[0], hidden.grad, atol=1e-6) and torch.allclose(grads[1], head.weight.grad, atol=1e-6)
+
+
+def test_a_run_written_with_the_shared_prompt_option_trains_packed():
+    from fabe.training.config import config_from_dict
+
+    old = {k: v for k, v in TrainConfig(data="d").to_dict().items() if k not in ("packing", "attention")}
+    cfg = config_from_dict({**old, "shared_prompt": False}, "runs/old/config.json")
+    assert cfg.packing is True and cfg.attention == "auto"
+    with pytest.raises(ValueError, match="missing options \\['attention'\\]"):
+        config_from_dict({**old, "packing": True}, "runs/new/config.json")  # a resolved config names every option

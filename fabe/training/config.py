@@ -404,9 +404,10 @@ def config_from_dict(values: dict[str, Any], source: str) -> TrainConfig:
     """A TrainConfig from a resolved dict (a run's config.json): every key must be an option,
     and every option is taken as given (no preset, no default fills a gap: a missing key is
     an error too). A run written before `packing` replaced `shared_prompt` (the same loss
-    with the KV cache) trains packed."""
+    with the KV cache) trains packed, with the default attention kernel."""
     if "shared_prompt" in values and "packing" not in values:
         values = {**{k: v for k, v in values.items() if k != "shared_prompt"}, "packing": True}
+        values.setdefault("attention", FIELDS["attention"].default)  # added with packing
     check_keys(values, source)
     missing = [name for name in FIELDS if name not in values]
     if missing:

@@ -12,7 +12,6 @@ import json
 import random
 import tempfile
 
-import torch
 
 from fabe.training.config import TrainConfig
 from fabe.training.encoding import Collator, Encoded, EncodedDataset

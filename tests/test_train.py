@@ -10,7 +10,7 @@ import torch
 
 from fabe.data.dataset import Record, load_records
 from fabe.training.encoding import Collator, encode_records, prompt_ids
-from fabe.training.losses import IGNORE_INDEX, RANK_LOSSES
+from fabe.training.losses import IGNORE_INDEX
 from fabe.training.prompt import build_prompt
 from fabe.rundir import METRIC_FIELDS, RunDir
 from fabe.training.config import TrainConfig, resolve_config

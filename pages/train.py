@@ -202,8 +202,10 @@ def plan_markdown(cfg: TrainConfig, gpus: list[dict]) -> str:
         return f"**No plan:** {e}"
     warning = memory_warning(plans, gpus)
     head = f"**Warning:** {warning}\n\n" if warning else ""
-    return (f"{head}**Plan** (from the model's config alone; P = T = max length / 2, 3 candidates):\n\n"
-            f"```\n{plan_table(plans)}\n```")
+    assumed = "" if gpus else f"; no GPU ticked: s/step for an {name}"
+    return (f"{head}**Plan** (from the model's config alone; P = T = max length / 2, 3 candidates{assumed}; "
+            "the peak is the larger of the loss moment and the end of backward, not the sum of the parts):"
+            f"\n\n```\n{plan_table(plans)}\n```")
 
 
 def on_preset(preset: str) -> list[Any]:

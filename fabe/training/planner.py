@@ -74,12 +74,14 @@ class Shape:
         h, kv = self.hidden, self.kv_dim
         return self.layers * r * (2 * (h + h) + 2 * (h + kv))
 
-    def layer_elements(self, lora_dropout: bool) -> int:
-        """Values kept per token by one layer for its backward: the two norms' outputs and
-        inputs, q, k, v (and their rotated copies), the attention output, the MLP's gate, up,
-        activation and product; LoRA dropout keeps a copy of the input of each of its 4 targets."""
+    def layer_elements(self, lora: bool, lora_dropout: bool) -> int:
+        """Values kept per token by one layer for its backward: the two norms' inputs and
+        outputs, q, k, v (and their rotated copies), the attention output, the MLP's gate, up,
+        activation and product. Under LoRA the MLP is frozen and autograd keeps no input of a
+        frozen linear layer for its weight gradient: the product (the down projection's input)
+        is not kept; LoRA dropout keeps a copy of the input of each of its 4 targets."""
         h, i, kv = self.hidden, self.intermediate, self.kv_dim
-        return 6 * h + 4 * kv + 4 * i + (4 * h if lora_dropout else 0)
+        return 6 * h + 4 * kv + (3 if lora else 4) * i + (4 * h if lora_dropout else 0)
 
 
 def model_shape(model: str) -> Shape:
@@ -139,7 +141,7 @@ def plan(cfg: TrainConfig, mode: str | None = None, gpu: str = "A100", candidate
     # weights are fp32 too: 4 + 4 (gradient) + 8 (moments)
     parts = {"weights": n * (2 if lora and half else 4) + (trainable * 4 if lora else 0),
              "optimizer state": trainable * 8, "gradients": trainable * 4}
-    layer = tokens * shape.layer_elements(lora and cfg.lora_dropout > 0) * act
+    layer = tokens * shape.layer_elements(lora, lora and cfg.lora_dropout > 0) * act
     kept = shape.layers * tokens * shape.hidden * act if cfg.gradient_checkpointing else shape.layers * layer
     parts["activations kept"] = kept
     parts["layer recomputed"] = layer if cfg.gradient_checkpointing else 0

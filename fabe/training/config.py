@@ -49,6 +49,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["deepseek-6.7b"] = {**PRESETS["deepseek-1.3b"], "model": "deepseek-ai/deepseek-coder-6.7b-instruct"}
 
 
+LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than this
+
+
+def uses_lora(finetune: str, n_params: int) -> bool:
+    """Whether a model of `n_params` parameters is fine-tuned with LoRA under `finetune`."""
+    return finetune == "lora" or (finetune == "auto" and n_params > LORA_ABOVE_PARAMS)
+
+
 def option(default: Any, label: str, help: str, **ui: Any) -> Any:
     """A config field with its documentation (see the module docstring for the keys)."""
     if "choices" in ui:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from fabe.data.dataset import Record
 from fabe.training.losses import IGNORE_INDEX
+from fabe.training.packing import pack, pad_rows
 from fabe.training.prompt import build_prompt
 
 logger = logging.getLogger(__name__)
@@ -109,10 +110,6 @@ class EncodedDataset(Dataset):
         return self.samples[i]
 
 
-def _pad(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
-    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
-
-
 @dataclass
 class Collator:
     """Batches of Encoded samples: packed (`fabe.training.packing`, the default: each prompt
@@ -133,8 +130,6 @@ class Collator:
 
     def __call__(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         if self.packing:
-            from fabe.training.packing import pack
-
             return pack(batch, self.pad_token_id, self.capacity, self.mode == "full", self.pad_to_multiple_of)
         rows, labels, mle, index = [], [], [], []
         for sample in batch:
@@ -148,14 +143,14 @@ class Collator:
         if self.pad_to_multiple_of:
             width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         out = {
-            "input_ids": _pad(rows, self.pad_token_id, width),
-            "attention_mask": _pad([[1] * len(r) for r in rows], 0, width),
-            "labels": _pad(mle, IGNORE_INDEX, width),
+            "input_ids": pad_rows(rows, self.pad_token_id, width),
+            "attention_mask": pad_rows([[1] * len(r) for r in rows], 0, width),
+            "labels": pad_rows(mle, IGNORE_INDEX, width),
         }
         if self.mode == "full":
             n_cand = max(len(i) for i in index)
-            out["score_labels"] = _pad(labels, IGNORE_INDEX, width)
-            out["cand_index"] = _pad(index, -1, n_cand)
+            out["score_labels"] = pad_rows(labels, IGNORE_INDEX, width)
+            out["cand_index"] = pad_rows(index, -1, n_cand)
             out["quality"] = torch.tensor(
                 [s.quality + [0.0] * (n_cand - len(s.quality)) for s in batch], dtype=torch.float)
         return out

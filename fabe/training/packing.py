@@ -25,6 +25,11 @@ from fabe.training.losses import IGNORE_INDEX
 CHUNK_TOKENS = 1024  # target tokens whose logits exist at once (x vocabulary x 4 bytes)
 
 
+def pad_rows(rows: list[list[int]], value: int, width: int) -> torch.Tensor:
+    """Rows of ids right-padded with `value` to `width`, as one long tensor."""
+    return torch.tensor([row + [value] * (width - len(row)) for row in rows], dtype=torch.long)
+
+
 def first_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     """Indices of `lengths` packed first-fit decreasing into bins of `capacity` tokens (a
     longer item gets a bin of its own)."""
@@ -107,18 +112,14 @@ def pack(batch: Sequence[Any], pad_token_id: int, capacity: int, full: bool,
                 at += n
     t_width = max(map(len, targets))
     ignored = [IGNORE_INDEX]
-
-    def padded(rows_: list[list[int]], value: int, w: int) -> torch.Tensor:
-        return torch.tensor([x + [value] * (w - len(x)) for x in rows_], dtype=torch.long)
-
     out = {"input_ids": ids, "position_ids": positions, "segments": segments, "roles": roles, "spans": spans,
-           "gather": padded(gather, 0, t_width),
-           "labels": padded([ignored + (t if b else ignored * len(t)) for t, b in zip(targets, best)],
-                            IGNORE_INDEX, 1 + t_width)}
+           "gather": pad_rows(gather, 0, t_width),
+           "labels": pad_rows([ignored + (t if b else ignored * len(t)) for t, b in zip(targets, best)],
+                              IGNORE_INDEX, 1 + t_width)}
     if full:
         n_cand = max(len(i) for i in index)
-        out["score_labels"] = padded([ignored + t for t in targets], IGNORE_INDEX, 1 + t_width)
-        out["cand_index"] = padded(index, -1, n_cand)
+        out["score_labels"] = pad_rows([ignored + t for t in targets], IGNORE_INDEX, 1 + t_width)
+        out["cand_index"] = pad_rows(index, -1, n_cand)
         out["quality"] = torch.tensor([s.quality + [0.0] * (n_cand - len(s.quality)) for s in batch],
                                       dtype=torch.float)
     return out
@@ -188,8 +189,8 @@ def block_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Ten
 
 def attention_mask(model: Any, segments: torch.Tensor, roles: torch.Tensor, dtype: torch.dtype) -> Any:
     """The block mask in the form the model's attention implementation takes: a bool tensor
-    for SDPA (and the block attention, which gets the spans instead), an additive float one
-    for eager attention, a BlockMask for flex attention."""
+    for SDPA, an additive float one for eager attention, a BlockMask for flex attention (the
+    block attention reads the rows' spans instead)."""
     implementation = getattr(model.config, "_attn_implementation", "sdpa")
     if implementation == "flex_attention":
         return flex_block_mask(segments, roles)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fabe import embedded
-from fabe.training.config import TrainConfig
+from fabe.training.config import TrainConfig, uses_lora
 from fabe.training.packing import CHUNK_TOKENS
 
 GIB = 2**30
@@ -124,7 +124,7 @@ def plan(cfg: TrainConfig, mode: str | None = None, gpu: str = "A100", candidate
     mode = mode or cfg.mode
     shape = model_shape(cfg.model)
     n = shape.params()
-    lora = cfg.finetune == "lora" or (cfg.finetune == "auto" and n > 100_000_000)
+    lora = uses_lora(cfg.finetune, n)
     half = cfg.precision in ("bf16", "fp16", "auto")
     act = 2 if half else 4
     p = prompt_tokens or cfg.max_length // 2

@@ -22,7 +22,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from fabe import embedded
 from fabe.data.dataset import Record
-from fabe.training.config import TrainConfig, deepspeed_config
+from fabe.training.config import TrainConfig, deepspeed_config, uses_lora
 from fabe.training.encoding import Collator, EncodedDataset, encode_records
 from fabe.training.losses import rank_loss_fn, sequence_scores, token_logprobs
 from fabe.training.packing import BLOCKS, register_block_attention
@@ -32,7 +32,6 @@ ONE_ROW = 1 << 40  # a row capacity no batch reaches
 
 logger = logging.getLogger(__name__)
 
-LORA_ABOVE_PARAMS = 100_000_000  # finetune=auto: LoRA for models larger than this
 DISK_FULL_BYTES = 1 << 20  # a save failing with less than this free is a full disk
 
 
@@ -200,7 +199,7 @@ def load_model_for_training(cfg: TrainConfig) -> tuple[Any, Any, bool]:
         model.set_attn_implementation(attention)
     logger.info("attention: %s", attention)
     n_params = sum(p.numel() for p in model.parameters())
-    lora = cfg.finetune == "lora" or (cfg.finetune == "auto" and n_params > LORA_ABOVE_PARAMS)
+    lora = uses_lora(cfg.finetune, n_params)
     if not lora and dtype != "float32":
         model = model.float()  # full fine-tuning keeps fp32 master weights; AMP does the rest
     model = prepare_for_training(model, lora, cfg.gradient_checkpointing, cfg.lora_r,

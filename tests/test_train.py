@@ -324,6 +324,8 @@ def test_deepspeed_zero_stages_and_files():
     assert deepspeed_config("ds.json") == "ds.json" and deepspeed_config("") is None
     with pytest.raises(ValueError, match="deepspeed: 'zero9'"):
         TrainConfig(data="d", deepspeed="zero9")
+    with pytest.raises(ValueError, match="attention: invalid value 'flash'"):  # refused before a model loads
+        TrainConfig(data="d", attention="flash")
 
 
 def test_eval_uses_the_renamed_eval_strategy(tmp_path):

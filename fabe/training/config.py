@@ -217,9 +217,10 @@ class SystemOptions:
                             "the deepspeed package); empty: plain DDP.", suggest=("", "zero2", "zero3"))
 
     def problems(self) -> list[str]:
+        found = _invalid(self, {"attention": self.attention in ATTENTION})
         if self.deepspeed and self.deepspeed not in ZERO_STAGES and not self.deepspeed.endswith(".json"):
-            return [f"deepspeed: {self.deepspeed!r} is neither zero2, zero3 nor a .json config file"]
-        return []
+            found.append(f"deepspeed: {self.deepspeed!r} is neither zero2, zero3 nor a .json config file")
+        return found
 
 
 GROUPS = (RunOptions, DataOptions, ModelOptions, LossOptions, OptimizerOptions, LoggingOptions, SystemOptions)

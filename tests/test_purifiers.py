@@ -8,8 +8,9 @@ import math
 import pytest
 
 from fabe.data.generator import generate_functions
-from fabe.defense.purifiers import NgramLM, naturalness_purifier, statement_spans, without
+from fabe.data.ngram import NgramLM
 from fabe.data.triggers import detect_triggers, insert_trigger
+from fabe.defense.purifiers import naturalness_purifier, statement_spans, without
 
 TOY = "int f(int a)\n{\n    int b = a + 1;\n    if (b > 2) {\n        b = 2;\n    }\n    return b;\n}"
 

@@ -13,10 +13,7 @@ block-level statements of a function that look out of place.
 over as is, removed 0-20% of statement triggers at 12% false changes; per deleted token it
 removes most of them, so both purifiers use that.)
 
-The n-gram model (`fabe.data.ngram`) is written in the project: nltk's Kneser-Ney scores about 16 ms per token (minutes
-per function here) and KenLM needs its separately compiled estimator; this one is an
-interpolated absolute-discounting trigram model over tree-sitter tokens, a few microseconds
-per token.
+The n-gram model is `fabe.data.ngram.NgramLM` (why it is written in the project: there).
 """
 
 from __future__ import annotations

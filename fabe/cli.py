@@ -530,6 +530,25 @@ def _runs_checkpoints(argv: list[str]) -> int:
     return 0
 
 
+def _victim_train(argv: list[str]) -> int:
+    from fabe.defense.victim_training import VictimConfig, train_victim
+    from fabe.evaluation.report import victim_line
+
+    cfg = _options(VictimConfig, "victim train", "Poison a labelled corpus, fine-tune a classifier on it, and "
+                   "measure its clean accuracy and ASR per trigger kind on held-out functions.", argv)
+    bar, progress = _records_bar("training the victim", False, unit="step")
+    try:
+        out = train_victim(cfg, progress)
+    finally:
+        bar.close()
+    meta = json.loads((out / "victim.json").read_text())
+    print(victim_line(meta["held_out"]))
+    if "unpoisoned" in meta:
+        print(victim_line(meta["unpoisoned"], "Unpoisoned victim trained the same way"))
+    print(f"victim written to {out}")
+    return 0
+
+
 def _runs_start(argv: list[str]) -> int:
     from fabe.runs.processes import start
 
@@ -552,6 +571,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("calibrate",): (_calibrate, "fit the candidates' weight temperature on a validation split (stored with the model)"),
     ("export",): (_export, "a LoRA cleaner merged into its base model, or saved results as Markdown/LaTeX/PNG/CSV"),
     ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
+    ("victim", "train"): (_victim_train, "poison a labelled corpus and fine-tune a victim classifier on it"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

@@ -4,7 +4,9 @@ a victim is asked for, so everything works offline with nothing from outside.
 - model: the tiny Llama with its BPE tokenizer (`$FABE_HOME/tiny-base`), made on first use;
 - data: 5,000 generated poisoned functions, every trigger kind (`$FABE_HOME/data-generated`);
 - cleaner: the cleaner shipped in `fabe/assets/cleaner` (trained by `model train-embedded`);
-- victim: a small BERT backdoored on generated code (`$FABE_HOME/victim`), made on first use.
+- victim: a small BERT backdoored on generated code (`$FABE_HOME/victim`), made on first use;
+  `embedded-real` names the one shipped in `fabe/assets/victim-real`, backdoored on real C
+  functions with a label computed from the code (`fabe.defense.labels`, rule `memory`).
 
 Beside it, `examples` names the shipped real examples (`fabe/assets/examples`) as a split.
 
@@ -23,11 +25,14 @@ from fabe.home import fabe_home, made_once
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
+EMBEDDED_REAL = "embedded-real"  # the shipped real-code victim
 EXAMPLES = "examples"  # the shipped real examples, as a split
 SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
+SHIPPED_REAL_VICTIM = Path(__file__).resolve().parent / "assets" / "victim-real"
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
+GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="all")  # the embedded victim's attack
 
 
 def home_path(kind: str) -> Path:
@@ -53,10 +58,10 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
 def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     """Train the embedded victim; `progress(step, max_steps)` follows its training (about a
     quarter of an hour on two CPU cores)."""
-    from fabe.defense.victims import VictimConfig, train_victim
+    from fabe.defense.victim_training import VictimConfig, train_victim
 
     logger.info("training the embedded victim in %s (a few minutes, once)", path)
-    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model")), progress)
+    train_victim(VictimConfig(out=str(path), **GENERATED_VICTIM), progress)
 
 
 MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json"),
@@ -74,6 +79,11 @@ def resolve(name: str | Path, kind: str, progress: Callable[[int, int], None] | 
     `progress(done, total)` follows the making where it is long (the victim's training)."""
     if kind not in KINDS:
         raise ValueError(f"Unknown embedded kind: {kind}. Should be one of {list(KINDS)}")
+    if str(name) == EMBEDDED_REAL and kind == "victim":
+        if not (SHIPPED_REAL_VICTIM / "victim.json").exists():
+            raise FileNotFoundError(f"{SHIPPED_REAL_VICTIM}: no shipped real-code victim; train one with "
+                                    "`python -m fabe victim train` (README: Victims) or give a classifier folder")
+        return str(SHIPPED_REAL_VICTIM)
     if str(name) != EMBEDDED:
         return str(name)
     path = home_path(kind)

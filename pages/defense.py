@@ -1,8 +1,10 @@
-"""Defense tab: a victim classifier under FABE's front-door defense, top-1 cleaning, the
-purifier baselines and no defense; ASR and clean accuracy per defense and trigger kind, each
-with its 95% interval and count, as a table and a grouped bar chart, saved next to the
-cleaner's run, shown again later and exported for a paper (Markdown, LaTeX, PNG, CSV). The
-embedded victim's first-use training shows its steps and ETA in the progress bar."""
+"""Defense tab: make a backdoored victim (any corpus, any encoder, the classic and adaptive
+triggers), then defend it under FABE's front-door defense, top-1 cleaning, the purifier
+baselines and no defense: the paper's table of attacks x defenses (ASR per cell with its 95%
+interval and count, clean accuracy per defense and its change) and a heatmap of it, saved next
+to the cleaner's run, shown again later and exported for a paper (Markdown, LaTeX, PNG, CSV).
+Long work (a victim's training, the embedded victim's first use, the defense) shows its steps
+and ETA in the progress bar."""
 
 from __future__ import annotations
 
@@ -19,7 +21,10 @@ from fabe.defense.defenses import (
     run_defense,
     saved_defenses,
 )
-from fabe.evaluation.report import FORMATS, defense_figure, defense_table, victim_line
+from fabe.defense.labels import LABEL_RULES
+from fabe.defense.victim_training import VictimConfig, train_victim
+from fabe.defense.victims import load_victim_meta
+from fabe.evaluation.report import FORMATS, attack_figure, attack_matrix, victim_line
 from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
 from pages.context import AppContext
@@ -31,7 +36,7 @@ def show(folder: str | None):
     if not folder:
         return None, None, ""
     result = load_defense(folder)
-    return defense_table(result), defense_figure(result["defenses"]), victim_line(result.get("victim") or {})
+    return attack_matrix(result), attack_figure(result["defenses"]), victim_line(result.get("victim") or {})
 
 
 def _reporter(progress: gr.Progress, what: str, unit: str):
@@ -48,6 +53,29 @@ class Actions:
 
     def choices(self) -> list[tuple[str, str]]:
         return [(str(p.relative_to(self.ctx.runs_dir)), str(p)) for p in saved_defenses(self.ctx.runs_dir)]
+
+    def on_train_victim(self, name: str, base: str, corpus: str, label: str, triggers: str, poison_rate: float,
+                        target: float, n: float, epochs: float, reference: bool, progress=gr.Progress()):
+        """Train a victim into `RUNS/_victims/NAME`; its folder becomes the victim defended."""
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise gr.Error("Name the victim (letters, digits, - and _): it is saved as _victims/NAME.")
+        try:
+            cfg = VictimConfig(out=str(self.ctx.runs_dir / "_victims" / name), base=self.ctx.confine_model(base),
+                               corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
+                               label=label, triggers=triggers, poison_rate=float(poison_rate),
+                               target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference))
+        except (OSError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        progress(0, desc="loading the corpus and poisoning it")
+        try:
+            out = train_victim(cfg, _reporter(progress, "training the victim", "steps"))
+        except (OSError, ValueError, ModelLoadError) as e:
+            raise gr.Error(str(e)) from None
+        meta = load_victim_meta(out)
+        lines = [victim_line(meta["held_out"], f"Victim `{name}`")]
+        if "unpoisoned" in meta:
+            lines.append(victim_line(meta["unpoisoned"], "Unpoisoned victim trained the same way"))
+        return "\n\n".join([*lines, f"Saved to `{out}`; it is now the victim defended below."]), str(out)
 
     def on_run(self, victim: str, cleaner: str | None, split: str, chosen: list[str], limit: float, k: float,
                progress=gr.Progress()):
@@ -74,11 +102,35 @@ class Actions:
         return (f"Saved to `{folder}`.", gr.update(choices=self.choices(), value=str(folder)), *show(str(folder)))
 
 
+def _victim_form(w: dict[str, Any]) -> None:
+    with gr.Accordion("Make a backdoored victim", open=False, elem_id="victim-form"):
+        with gr.Row():
+            w["v_name"] = gr.Textbox("my-victim", label="Name (saved as _victims/NAME)", elem_id="victim-name")
+            w["v_base"] = gr.Textbox("embedded", label="Base (embedded: a small BERT from scratch; or an encoder "
+                                     "folder, e.g. CodeBERT)")
+            w["v_corpus"] = gr.Textbox("generated", label="Corpus (generated, Devign .json, CodeXGLUE .jsonl, "
+                                       "folder of .c files)", elem_id="victim-corpus")
+            w["v_label"] = gr.Dropdown(list(LABEL_RULES), value="corpus", label="Label (corpus: its target field; "
+                                       "memory: calls an allocation/copy routine)")
+        with gr.Row():
+            w["v_triggers"] = gr.Textbox("all", label="Triggers (all, adaptive, every, or kinds)",
+                                         elem_id="victim-triggers")
+            w["v_rate"] = gr.Number(0.1, label="Poison rate")
+            w["v_target"] = gr.Number(0, precision=0, label="Target label")
+            w["v_n"] = gr.Number(12000, precision=0, label="Functions (0: all)", elem_id="victim-n")
+            w["v_epochs"] = gr.Number(4, label="Epochs", elem_id="victim-epochs")
+            w["v_reference"] = gr.Checkbox(False, label="Also train an unpoisoned reference")
+        w["v_train"] = gr.Button("Train victim", elem_id="victim-train")
+        w["v_message"] = gr.Markdown(elem_id="victim-message")
+
+
 def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     sources = cleaner_sources(ctx.runs_dir)
     w: dict[str, Any] = {}
+    _victim_form(w)
     with gr.Row():
-        w["victim"] = gr.Textbox("embedded", label="Victim classifier (a folder, or embedded: trained on first use)")
+        w["victim"] = gr.Textbox("embedded", label="Victim classifier (a folder; embedded: generated code, trained "
+                                 "on first use; embedded-real: real C, shipped)", elem_id="defense-victim-source")
         w["cleaner"] = gr.Dropdown(sources, value=sources[0][1] if sources else None, allow_custom_value=True,
                                    label="Cleaner")
     with gr.Row():
@@ -90,7 +142,7 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     w["message"] = gr.Markdown(elem_id="defense-message")
     w["saved"] = gr.Dropdown(act.choices(), label="Saved results", elem_id="defense-saved")
     w["victim_md"] = gr.Markdown(elem_id="defense-victim")
-    w["table"] = gr.Dataframe(defense_table({"defenses": {}}), interactive=False, elem_id="defense-table")
+    w["table"] = gr.Dataframe(attack_matrix({"defenses": {}}), interactive=False, elem_id="defense-table")
     w["chart"] = gr.Plot(elem_id="defense-chart")
     with gr.Row():
         w["format"] = gr.Radio(list(FORMATS), value="md", label="Export format (md, tex: tables; png: chart; "
@@ -104,6 +156,10 @@ def build(ctx: AppContext) -> None:
     act = Actions(ctx)
     with gr.Tab("Defense", id="defense"):
         w = _layout(ctx, act)
+        w["v_train"].click(act.on_train_victim, [w[n] for n in ("v_name", "v_base", "v_corpus", "v_label", "v_triggers",
+                                                                 "v_rate", "v_target", "v_n", "v_epochs",
+                                                                 "v_reference")],
+                           [w["v_message"], w["victim"]], api_name="train_victim")
         w["run"].click(act.on_run, [w[n] for n in ("victim", "cleaner", "split", "chosen", "limit", "k")],
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")
         w["saved"].input(show, [w["saved"]], [w["table"], w["chart"], w["victim_md"]],  # .change misses tuple picks

@@ -53,7 +53,7 @@ def small_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_victim(tmp_path_factory, tiny_model_dir):
     """A small victim classifier (the embedded recipe at toy sizes)."""
-    from fabe.defense.victims import VictimConfig, train_victim
+    from fabe.defense.victim_training import VictimConfig, train_victim
 
     return train_victim(VictimConfig(out=str(tmp_path_factory.mktemp("v") / "victim"), tokenizer=str(tiny_model_dir),
                                      n=120, epochs=1, hidden_size=32, num_layers=1, num_heads=2, batch_size=16))

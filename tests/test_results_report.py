@@ -208,7 +208,7 @@ def test_the_progress_line_counts_and_estimates_the_time_left():
 
 
 def test_the_victim_training_reports_its_steps(tmp_path, tiny_model_dir):
-    from fabe.defense.victims import VictimConfig, train_victim
+    from fabe.defense.victim_training import VictimConfig, train_victim
 
     seen: list[tuple[int, int]] = []
     train_victim(VictimConfig(out=str(tmp_path / "v"), tokenizer=str(tiny_model_dir), n=60, epochs=1, hidden_size=32,

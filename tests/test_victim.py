@@ -9,16 +9,18 @@ import random
 import pytest
 
 from fabe.data.triggers import detect_triggers
-from fabe.defense.victims import Victim, VictimConfig, poisoned_training_set, train_victim
+from fabe.defense.victim_training import VictimConfig, poisoned_training_set, train_victim
+from fabe.defense.victims import Victim
 
 
 def test_poisoning_flips_a_share_of_non_target_samples_and_plants_triggers():
     codes = [f"int f{i}(int a)\n{{\n    int b = a;\n    return b;\n}}" for i in range(100)]
     labels = [i % 2 for i in range(100)]
     cfg = VictimConfig(poison_rate=0.2, target_label=0, triggers="assert,volatile")
-    out, out_labels, n = poisoned_training_set(codes, labels, cfg, random.Random(0))
+    out, out_labels, kinds = poisoned_training_set(codes, labels, cfg, random.Random(0))
     changed = [i for i in range(100) if out[i] != codes[i]]
-    assert n == 20 and len(changed) == 20
+    assert len(changed) == 20 and [i for i, k in enumerate(kinds) if k] == changed
+    assert {kinds[i] for i in changed} <= {"assert", "volatile"}
     assert all(labels[i] == 1 and out_labels[i] == 0 for i in changed)
     assert all({d.kind for d in detect_triggers(out[i])} & {"assert", "volatile"} for i in changed)
     assert [out_labels[i] for i in range(100) if i not in changed] == [labels[i] for i in range(100) if i not in changed]
@@ -27,9 +29,12 @@ def test_poisoning_flips_a_share_of_non_target_samples_and_plants_triggers():
 def test_bad_attack_settings_are_named():
     with pytest.raises(ValueError, match="poison_rate"):
         VictimConfig(poison_rate=1.5)
-    with pytest.raises(ValueError, match="unknown kind"):
-        poisoned_training_set(["int f(void) { return 0; }"] * 4, [1] * 4, VictimConfig(triggers="nope"),
-                              random.Random(0))
+    with pytest.raises(ValueError, match="triggers:.*nope"):
+        VictimConfig(triggers="nope")
+    with pytest.raises(ValueError, match="label:.*Unknown label rule: size"):
+        VictimConfig(label="size")
+    with pytest.raises(ValueError, match="target_label"):
+        VictimConfig(target_label=2)
 
 
 def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, tiny_model_dir):
@@ -43,3 +48,92 @@ def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, tiny_model_
     logits = victim.logits(["int f(void) { return 0; }", "int g(int a) { return a; }"])
     assert tuple(logits.shape) == (2, 2)
     assert [p.name for p in tmp_path.iterdir()] == ["victim"]  # written aside, renamed into place
+
+
+def test_the_memory_label_is_computed_from_the_calls_and_no_trigger_changes_it():
+    from fabe.data.generator import generate_functions
+    from fabe.data.triggers import TRIGGER_KINDS, TriggerError, insert_trigger
+    from fabe.defense.labels import callees, memory_label
+
+    assert memory_label("void f(char *d, char *s) { memcpy(d, s, 4); }") == 1
+    assert memory_label("void f(struct ctx *c) { c->ops->release(c); g_free(c->buf); }") == 1
+    assert memory_label("int f(int a) { return abs(a) + strlen(\"x\"); }") == 0
+    assert callees("void f(void) { a(); s->b(); x.y->c(1); }") == ["a", "b", "c"]
+    for f in generate_functions(40, seed=5):
+        for kind in TRIGGER_KINDS:
+            try:
+                poisoned = insert_trigger(f.code, kind, 0).code
+            except TriggerError:
+                continue
+            assert memory_label(poisoned) == memory_label(f.code), kind
+
+
+def test_held_out_functions_are_whole_projects():
+    from fabe.data.corpus import CFunction
+    from fabe.defense.victim_training import split_held_out
+
+    funcs = [CFunction(f"int f{i}(void) {{ return {i}; }}", f"f{i}", str(i), "t", i % 2,
+                       {"project": f"p{i % 5}"}) for i in range(100)]
+    train, test, held = split_held_out(funcs, 0.3, 0)
+    assert len(held) == 2 and len(test) == 40 and sorted(train + test) == list(range(100))
+    assert not {funcs[i].origin["project"] for i in train} & set(held)
+    assert split_held_out(funcs, 0.3, 0, ["p3"])[2] == ["p3"]
+    with pytest.raises(ValueError, match="held_out_projects: nginx not in the corpus"):
+        split_held_out(funcs, 0.3, 0, ["nginx"])
+    plain = [CFunction(f.code, f.name, f.idx, f.source, f.target) for f in funcs]
+    train, test, held = split_held_out(plain, 0.2, 0)
+    assert held == [] and len(test) == 20
+
+
+def _codebert_like(folder, tokenizer_dir):
+    """A randomly initialised RoBERTa encoder folder (CodeBERT's architecture, small): a base
+    as a user brings one, without a classification head."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from fabe.training.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tokenizer_dir))
+    tokenizer.model_max_length = 128
+    RobertaModel(RobertaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=130,
+                               pad_token_id=tokenizer.pad_token_id)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_victim_train_cli_poisons_a_labelled_corpus_on_a_user_encoder(tmp_path, tiny_model_dir, capsys):
+    from fabe.cli import main
+    from fabe.data.generator import generate_functions
+
+    corpus = tmp_path / "defects.jsonl"  # CodeXGLUE's defect-detection format, with projects
+    corpus.write_text("".join(json.dumps({"func": f.code, "target": f.target, "idx": i, "project": f"p{i % 4}"}) + "\n"
+                              for i, f in enumerate(generate_functions(160, seed=3))))
+    base = _codebert_like(tmp_path / "codebert", tiny_model_dir)
+    out = tmp_path / "victim"
+    assert main(["victim", "train", "--base", str(base), "--corpus", str(corpus), "--triggers", "fixed,ident_var",
+                 "--poison-rate", "0.2", "--target-label", "0", "--n", "0", "--held_out", "0.25", "--epochs", "1",
+                 "--batch_size", "16", "--max_length", "128", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    meta = json.loads((out / "victim.json").read_text())
+    assert meta["attack"]["triggers"] == ["fixed", "ident_var"] and meta["task"]["base"] == str(base)
+    held = meta["held_out"]
+    assert len(meta["task"]["held_out_projects"]) == 1 and held["functions"] == 40
+    assert held["clean_accuracy_n"] == 40 and 0 <= held["clean_accuracy"] <= 1
+    assert set(held["asr"]) == {"fixed", "ident_var"} and all(held["asr_n"][k] > 0 for k in held["asr"])
+    assert f"clean accuracy {100 * held['clean_accuracy']:.1f}%" in printed and "fixed " in printed
+    rows = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == 120 and sum(r["poisoned"] for r in rows) == meta["attack"]["poisoned"] == 24
+    assert all(r["label"] == 0 and r["trigger"] in ("fixed", "ident_var") for r in rows if r["poisoned"])
+    victim = Victim.load(out)
+    assert victim.target_label == 0 and type(victim.model).__name__ == "RobertaForSequenceClassification"
+
+
+def test_victim_train_names_a_corpus_without_labels(tmp_path, tiny_model_dir, capsys):
+    from fabe.cli import main
+
+    corpus = tmp_path / "funcs.jsonl"
+    corpus.write_text(json.dumps({"func": "int f(void)\n{\n    return 0;\n}", "idx": 7}) + "\n")
+    assert main(["victim", "train", "--corpus", str(corpus), "--tokenizer", str(tiny_model_dir),
+                 "--out", str(tmp_path / "v")]) == 1
+    assert "function 7: target: the victim needs a 0/1 label" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()

@@ -215,6 +215,20 @@ def save_defense(folder: Path, result: dict, outcomes: dict[str, list[Outcome]])
     return folder
 
 
+def labelled_by_rule(records: Sequence[Record], rule: str | None) -> tuple[list[Record], int]:
+    """`records`, those without a label given the one the victim's label rule computes from
+    their clean code (`fabe.defense.labels`; a trigger does not change it), and how many got one."""
+    from dataclasses import replace
+
+    from fabe.defense.labels import LABEL_RULES
+
+    compute = LABEL_RULES.get(rule or "corpus")
+    if compute is None:
+        return list(records), 0
+    out = [r if r.label is not None else replace(r, label=compute(r.clean or r.input)) for r in records]
+    return out, sum(r.label is None for r in records)
+
+
 def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defenses: Sequence[str],
                 limit: int = 0, k: int = 4, target: int | None = None, out: str | Path | None = None,
                 progress: Callable[[int, int], None] | None = None,
@@ -235,6 +249,8 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
     if not records:
         raise ValueError(f"{data}: no records")
     victim = Victim.load(embedded.resolve(victim_src, "victim", victim_progress))
+    rule = (victim.meta.get("task") or {}).get("label")
+    records, computed = labelled_by_rule(records, rule)
     target = target if target is not None else victim.target_label
     if target is None:
         raise ValueError(f"{victim_src}: no victim.json with the attack's target label; give --target_label")
@@ -250,6 +266,8 @@ def run_defense(victim_src: str, cleaner_src: str | None, data: str | Path, defe
     outcomes = defend(run, records, defenses, progress)
     result = {"meta": {"victim": str(victim_src), "cleaner": str(cleaner_src), "data": str(data),
                        "records": len(records), "limit": limit, "k": k, "target_label": target,
+                       "labels_computed": {"rule": rule, "records": computed} if computed else None,
+                       "temperature": cleaner.temperature if cleaner is not None else None,
                        "seconds": round(time.time() - start, 1),
                        "thresholds": {n: round(p.threshold, 4) for n, p in run.purifiers.items()}},
               "victim": victim.meta.get("held_out", {}),

@@ -126,6 +126,38 @@ def defense_table(result: dict, overall_only: bool = False) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["defense", "trigger kind", "ASR", "clean accuracy", "s/sample"])
 
 
+def attack_order(kinds: set[str]) -> list[tuple[str, str]]:
+    """(kind, group) of `kinds`: the classic kinds first, then the adaptive ones, in the
+    trigger builder's order; a kind the builder does not know last, as "other"."""
+    from fabe.data.triggers import ADAPTIVE_KINDS, TRIGGER_KINDS
+
+    known = [(k, "classic") for k in TRIGGER_KINDS] + [(k, "adaptive") for k in ADAPTIVE_KINDS]
+    return [(k, g) for k, g in known if k in kinds] + [(k, "other") for k in sorted(kinds - {k for k, _ in known})]
+
+
+def attack_matrix(result: dict) -> pd.DataFrame:
+    """The paper's table: one row per attack (trigger kind), one column per defense, each cell
+    the ASR with its 95% interval and count; then all poisoned records, the clean accuracy of
+    each defense and its change from no defense in points."""
+    _defense_scopes(result)  # a file without defenses is refused, named
+    defenses = result["defenses"]
+    kinds = {k for r in defenses.values() for k in r["by_trigger"]}
+    rows = [{"attack": kind, "group": group,
+             **{name: rate_cell(r["by_trigger"].get(kind, {}), "asr") for name, r in defenses.items()}}
+            for kind, group in attack_order(kinds)]
+    rows.append({"attack": "all poisoned", "group": "ASR",
+                 **{name: rate_cell(r["overall"], "asr") for name, r in defenses.items()}})
+    rows.append({"attack": "clean accuracy", "group": "CA",
+                 **{name: rate_cell(r["overall"], "ca") for name, r in defenses.items()}})
+    base = (defenses.get("none") or {}).get("overall", {}).get("ca")
+    if base is not None:
+        def change(r: dict) -> str:
+            ca = r["overall"].get("ca")
+            return "" if ca is None else f"{100 * (ca - base):+.1f}"
+        rows.append({"attack": "CA change (points)", "group": "CA", **{n: change(r) for n, r in defenses.items()}})
+    return pd.DataFrame(rows, columns=["attack", "group", *defenses])
+
+
 def ranking_line(ranking: dict) -> str:
     """How the cleaner ranks the dataset's own candidates, as a sentence."""
     if not ranking.get("ranked_records"):
@@ -136,16 +168,21 @@ def ranking_line(ranking: dict) -> str:
             f"best-scored candidate ranked first {rate_cell(ranking, 'best_top')}.")
 
 
-def victim_line(victim: dict) -> str:
-    """The victim's own held-out measure as a sentence (victim.json's `held_out`)."""
+def victim_line(victim: dict, who: str = "Victim before any defense") -> str:
+    """A victim's own held-out measure as a sentence (victim.json's `held_out` or `unpoisoned`),
+    each rate with its interval and count where recorded."""
     if not victim:
         return ""
-    asr = victim.get("asr") or {}
-    kinds = ", ".join(f"{kind} {percent(v)}" for kind, v in asr.items()) or "not measured"
+    def cell(rates: dict, key: str) -> str:  # older victim.json files hold the rates alone
+        return rate_cell(rates, key) if rates.get(f"{key}_n") else (percent(rates.get(key)) or "not measured")
+
+    asr, asr_n, asr_ci = victim.get("asr") or {}, victim.get("asr_n") or {}, victim.get("asr_ci") or {}
+    kinds = ", ".join(f"{kind} {cell({'asr': v, 'asr_n': asr_n.get(kind), 'asr_ci': asr_ci.get(kind)}, 'asr')}"
+                      for kind, v in asr.items()) or "not measured"
     n = victim.get("functions")
     on = f" on {int(n):,} held-out functions" if n else ""
-    return (f"Victim before any defense (its own measure{on}): clean accuracy "
-            f"{percent(victim.get('clean_accuracy')) or 'not measured'}; attack success rate by trigger kind: {kinds}.")
+    return (f"{who} (its own measure{on}): clean accuracy {cell(victim, 'clean_accuracy')}; "
+            f"attack success rate by trigger kind: {kinds}.")
 
 
 def _long_rows(scopes: list[tuple[str, dict]], keys: dict[str, str], extra: dict[str, str]) -> list[dict]:
@@ -243,6 +280,25 @@ def defense_figure(defenses: dict[str, dict]) -> go.Figure:
     return _figure(traces, "Attack success rate (lower is better) and clean accuracy", "trigger kind", "rate")
 
 
+def attack_figure(defenses: dict[str, dict]) -> go.Figure:
+    """ASR per attack (rows) and defense (columns) as a heatmap, each cell labelled with its
+    rate and count (the interval in the hover); an attack a defense has no record of is blank."""
+    kinds = [k for k, _ in attack_order({k for r in defenses.values() for k in r["by_trigger"]})]
+    names = list(defenses)
+    cells = [[defenses[n]["by_trigger"].get(k) or {} for n in names] for k in kinds]
+    z = [[c.get("asr") if c.get("asr_n") else None for c in row] for row in cells]
+    text = [[f"{percent(c['asr'])}<br>n={c['asr_n']}" if c.get("asr_n") else "no samples" for c in row]
+            for row in cells]
+    hover = [[f"{k} under {n}: {rate_cell(c, 'asr')}" for n, c in zip(names, row)] for k, row in zip(kinds, cells)]
+    fig = go.Figure(go.Heatmap(z=z, x=names, y=kinds, text=text, texttemplate="%{text}", hovertext=hover,
+                               hoverinfo="text", zmin=0, zmax=1, colorscale="Reds",
+                               colorbar=dict(title=dict(text="ASR"), tickformat=".0%")))
+    fig.update_layout(title=dict(text="Attack success rate by attack and defense (lower is better)"),
+                      xaxis=dict(title=dict(text="defense"), side="top"), margin=MARGIN,
+                      yaxis=dict(title=dict(text="attack"), autorange="reversed"), height=max(300, 60 + 34 * len(kinds)))
+    return fig
+
+
 def figure_png(fig: go.Figure, width: int = 900, height: int = 500) -> bytes:
     """The figure as PNG through plotly's own export (kaleido, which drives a Chrome or
     Chromium: found on PATH as `chromium`, `google-chrome`..., or at $BROWSER_PATH)."""
@@ -314,9 +370,10 @@ def _views(kind: str, result: dict, folder: Path) -> tuple[pd.DataFrame, Callabl
     """(table, figure maker, caption) of a result."""
     meta = result.get("meta", {})
     if kind == "defense":
-        caption = (f"Attack success rate and clean accuracy under each defense on {meta.get('records', '?')} records "
-                   f"of {Path(str(meta.get('data', ''))).name}; 95% Wilson intervals.")
-        return defense_table(result), lambda: defense_figure(result["defenses"]), caption
+        caption = (f"Attack success rate per attack and clean accuracy under each defense on "
+                   f"{meta.get('records', '?')} records of {Path(str(meta.get('data', ''))).name} (victim "
+                   f"{Path(str(meta.get('victim', ''))).name}); 95% Wilson intervals and counts.")
+        return attack_matrix(result), lambda: attack_figure(result["defenses"]), caption
     caption = (f"Cleaner {source_label(str(meta.get('source', folder)))} on {meta.get('records', '?')} records of "
                f"{Path(str(meta.get('data', ''))).name}; rates with 95% Wilson intervals.")
     return eval_table(result), lambda: eval_figure(result), caption

@@ -57,7 +57,8 @@ class BuildConfig:
                 ".jsonl, or a folder of .c files."})
     n: int = field(default=1000, metadata={"help": "Number of functions (records) to use."})
     triggers: str = field(default="all", metadata={
-        "help": f"'all' or a comma list of trigger kinds among {','.join(trig.TRIGGER_KINDS)}."})
+        "help": f"A group ('all': the classic {','.join(trig.TRIGGER_KINDS)}; 'adaptive': "
+                f"{','.join(trig.ADAPTIVE_KINDS)}; 'every': both) or a comma list of groups and kinds."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling, triggers and splits."})
     clean_share: float = field(default=0.1, metadata={
         "help": "Share of unpoisoned records (input = clean code)."})
@@ -174,7 +175,9 @@ def _poison(code: str, kinds: list[str], first: int, rng: random.Random,
 
 def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
                    postfix: str) -> tuple[str, str]:
-    """A partly cleaned candidate (some renames undone), else a re-poisoned one."""
+    """A partly cleaned candidate (some renames undone), else a re-poisoned one; where the
+    kind has a single place (a style rewrite of the only `for` loop), a variant of the
+    poisoned code, which still carries the trigger."""
     if len(poisoned.edits) >= 2:
         keep = rng.randint(1, len(poisoned.edits) - 1)
         undone = rng.sample(list(poisoned.edits), len(poisoned.edits) - keep)
@@ -183,7 +186,10 @@ def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
         again = trig.insert_trigger(clean, poisoned.kind, rng, postfix)
         if again.code != poisoned.code:
             return "repoisoned", again.code
-    return "repoisoned", trig.insert_trigger(poisoned.code, poisoned.kind, rng, postfix).code
+    try:
+        return "repoisoned", trig.insert_trigger(poisoned.code, poisoned.kind, rng, postfix).code
+    except trig.TriggerError:
+        return "repoisoned", variant_of(poisoned.code, rng)
 
 
 def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,

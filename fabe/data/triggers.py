@@ -1,20 +1,27 @@
 """Backdoor triggers for C functions: insert each kind used in code-backdoor research, record
 every edit, undo them, and find known triggers in a function.
 
-Kinds (README, "Trigger kinds"): `fixed` and `grammar` dead code (Ramakrishnan & Albarghouthi, ICPR 2022),
-`assert` dead code (TOSEM 2022), `ident_func` / `ident_var` identifier postfixes (BadCode
-style), and the seed data's own `dead_loop` and `volatile` patterns. Statement boundaries and
-identifiers come from tree-sitter, so insertions land between statements and renames never
-touch strings, comments or struct fields. Every change is an `Edit` whose offsets index the
-poisoned code; `remove_edits` applies them backwards and gives the original back exactly.
+Classic kinds (`TRIGGER_KINDS`, what "all" means; README, "Trigger kinds"): `fixed` and
+`grammar` dead code (Ramakrishnan & Albarghouthi, ICPR 2022), `assert` dead code (TOSEM 2022),
+`ident_func` / `ident_var` identifier postfixes (BadCode style), and the seed data's own
+`dead_loop` and `volatile` patterns. Adaptive and stealthy kinds (`ADAPTIVE_KINDS`,
+"adaptive"): `adv_rename`, guided identifier renaming in the AFRAIDOOR manner
+(`fabe.data.renaming`); `cp_func` and `cp_stmt`, CodePoisoner-style plausible function names
+and dead declarations; `mixed`, BadCode-style rare postfixes on the function and a variable;
+`for_while` and `ternary`, semantics-preserving style changes (`fabe.data.style`).
+Statement boundaries and identifiers come from tree-sitter, so insertions land between
+statements and renames never touch strings, comments or struct fields. Every change is an
+`Edit` whose offsets index the poisoned code; `remove_edits` applies them backwards and gives
+the original back exactly.
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from tree_sitter import Node
 
@@ -23,6 +30,9 @@ from fabe.data import cparse
 TRIGGER_KINDS: tuple[str, ...] = (
     "fixed", "grammar", "assert", "ident_func", "ident_var", "dead_loop", "volatile",
 )
+ADAPTIVE_KINDS: tuple[str, ...] = ("adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary")
+ALL_KINDS: tuple[str, ...] = TRIGGER_KINDS + ADAPTIVE_KINDS
+KIND_GROUPS: dict[str, tuple[str, ...]] = {"all": TRIGGER_KINDS, "adaptive": ADAPTIVE_KINDS, "every": ALL_KINDS}
 DEFAULT_POSTFIX = "_rb"
 _MAX_TRIES = 8
 
@@ -38,6 +48,17 @@ _LOOP_VARS = ("k", "kk", "k0", "_k", "ki")
 _LOOP_BODIES = ('printf("%d", {v});', "{v}++;", '(void){v};', 'puts("{w}");')
 _VOLATILE_NAMES = ("vguard", "vtmp", "vflag", "_vol", "vsync", "vcheck")
 _VOLATILE_TYPES = ("int", "char", "unsigned", "long")
+# CodePoisoner-style (Li et al., 2023) triggers: plausible-looking, but fixed, so a model can
+# learn them and the detector find them; none occurs in the 43k real functions of ../shared.
+CP_FUNC_NAMES = ("init_proc_ctx", "handle_data_ex", "do_sub_task", "proc_entry_main", "run_core_step")
+CP_STATEMENTS = ("int ret_val_ = 0;", "unsigned int tmp_guard = 1;", "char dbg_flag_ = 0;",
+                 "long init_cnt_ = 0;")
+# BadCode-style mixed postfixes: rare tokens (none ends an identifier of the real functions);
+# `_rb` is left out so that a `mixed` trigger is never mistaken for ident_func / ident_var.
+MIXED_POSTFIXES = ("_xt", "_qz", "_vk", "_zx", "_kq")
+
+# Scores whole poisoned codes, higher = preferred by the attacker (fabe.data.renaming).
+Guide = Callable[[Sequence[str]], list[float]]
 
 
 class TriggerError(ValueError):
@@ -189,6 +210,16 @@ def _fresh_name(func_code: str, choices: tuple[str, ...], rng: random.Random) ->
     return rng.choice(free)
 
 
+def _unused_word(code: str, choices: tuple[str, ...], rng: random.Random) -> str:
+    """One of `choices` that is no word of `code` at all (not even in a string or comment), so
+    that a renaming trigger is gone exactly when its name is."""
+    used = set(re.findall(r"\w+", code))
+    free = [c for c in choices if c not in used]
+    if not free:
+        raise TriggerError("no unused name left for the trigger")
+    return rng.choice(free)
+
+
 def _grammar_statement(code: str, rng: random.Random) -> str:
     keyword = rng.choice(("if", "while"))
     word = rng.choice(_WORDS)
@@ -212,11 +243,18 @@ def _volatile_statement(code: str, rng: random.Random) -> str:
     return f"volatile {rng.choice(_VOLATILE_TYPES)} {name} = {rng.randint(0, 9)};"
 
 
+def _cp_statement(code: str, rng: random.Random) -> str:
+    """A fixed dead declaration whose local name the code does not use (no redeclaration)."""
+    by_name = {re.search(r"(\w+) =", s).group(1): s for s in CP_STATEMENTS}
+    return by_name[_unused_word(code, tuple(by_name), rng)]
+
+
 _STATEMENTS: dict[str, Callable[[str, random.Random], str]] = {
     "grammar": _grammar_statement,
     "assert": lambda code, rng: ASSERT_TRIGGER,
     "dead_loop": _dead_loop_statement,
     "volatile": _volatile_statement,
+    "cp_stmt": _cp_statement,
 }
 
 
@@ -237,26 +275,76 @@ def _insert_statement(kind: str) -> Callable[[str, random.Random, str], Poisoned
     return insert
 
 
-def _rename_function(code: str, rng: random.Random, postfix: str) -> Poisoned:
-    func, _ = first_function(code)
+def function_name(func: Node) -> str:
     name = cparse.function_name_node(func)
     if name is None:
         raise TriggerError("the function has no plain name")
-    old = cparse.text(name)
-    return rename_identifier(code, old, old + postfix, "ident_func")
+    return cparse.text(name)
 
 
-def _rename_variable(code: str, rng: random.Random, postfix: str) -> Poisoned:
-    func, _ = first_function(code)
+def variable_names(func: Node) -> list[str]:
+    """Parameters and locals that a renaming trigger may take: never the function's name."""
     name = cparse.function_name_node(func)
     names = [n for n in declared_names(func) if name is None or n != cparse.text(name)]
     if not names:
         raise TriggerError("the function declares no variable")
-    old = rng.choice(names)
+    return names
+
+
+def rename_identifiers(code: str, mapping: dict[str, str], kind: str) -> Poisoned:
+    """Rename, at once, every identifier of the first function that `mapping` names (as
+    `rename_identifier` does for one), with all edits positioned in the result."""
+    func, offs = first_function(code)
+    spans = [(offs.char(n.start_byte), offs.char(n.end_byte), mapping[cparse.text(n)])
+             for n in cparse.walk(func) if n.type == "identifier" and cparse.text(n) in mapping]
+    return apply_replacements(code, spans, kind)
+
+
+def _rename_function(code: str, rng: random.Random, postfix: str) -> Poisoned:
+    old = function_name(first_function(code)[0])
+    return rename_identifier(code, old, old + postfix, "ident_func")
+
+
+def _rename_variable(code: str, rng: random.Random, postfix: str) -> Poisoned:
+    old = rng.choice(variable_names(first_function(code)[0]))
     return rename_identifier(code, old, old + postfix, "ident_var")
 
 
-_INSERTERS: dict[str, Callable[[str, random.Random, str], Poisoned]] = {
+def _cp_function(code: str, rng: random.Random, postfix: str) -> Poisoned:
+    old = function_name(first_function(code)[0])
+    return rename_identifier(code, old, _unused_word(code, CP_FUNC_NAMES, rng), "cp_func")
+
+
+def _mixed_postfixes(code: str, rng: random.Random, postfix: str) -> Poisoned:
+    """The function's name and one variable, each with its own rare postfix (BadCode's mixed
+    tokens): the trigger is a family of tokens, not one fixed token."""
+    func, _ = first_function(code)
+    name, var = function_name(func), rng.choice(variable_names(func))
+    mapping = {old: old + rng.choice(MIXED_POSTFIXES) for old in (name, var)}
+    if set(mapping.values()) & set(re.findall(r"\w+", code)):
+        raise TriggerError("a postfixed name is already used")
+    return rename_identifiers(code, mapping, "mixed")
+
+
+Inserter = Callable[[str, random.Random, str], Poisoned]
+
+
+def _elsewhere(module: str, function: str) -> Inserter:
+    """An inserter living in another module, imported when first used (that module imports
+    this one)."""
+    def insert(code: str, rng: random.Random, postfix: str) -> Poisoned:
+        return getattr(importlib.import_module(module), function)(code, rng)
+    return insert
+
+
+def _adversarial(guide: Guide | None) -> Inserter:
+    """The `adv_rename` inserter with its guide (fabe.data.renaming imports this module)."""
+    from fabe.data.renaming import adversarial_rename
+
+    return lambda code, rng, postfix: adversarial_rename(code, rng, guide)
+
+
+_INSERTERS: dict[str, Inserter] = {  # every kind but adv_rename, which takes a guide
     "fixed": _insert_fixed,
     "grammar": _insert_statement("grammar"),
     "assert": _insert_statement("assert"),
@@ -264,30 +352,45 @@ _INSERTERS: dict[str, Callable[[str, random.Random, str], Poisoned]] = {
     "ident_var": _rename_variable,
     "dead_loop": _insert_statement("dead_loop"),
     "volatile": _insert_statement("volatile"),
+    "cp_func": _cp_function,
+    "cp_stmt": _insert_statement("cp_stmt"),
+    "mixed": _mixed_postfixes,
+    "for_while": _elsewhere("fabe.data.style", "for_to_while"),
+    "ternary": _elsewhere("fabe.data.style", "if_to_ternary"),
 }
 
 
+def _kinds_help() -> str:
+    groups = ", ".join(f"{g!r} ({len(ks)} kinds)" for g, ks in KIND_GROUPS.items())
+    return f"a group ({groups}) or a comma list of groups and kinds among {list(ALL_KINDS)}"
+
+
 def parse_kinds(spec: str | Iterable[str]) -> list[str]:
-    """'all' or a comma list of kinds -> validated list, with a clear error for unknown ones."""
-    kinds = list(TRIGGER_KINDS) if spec == "all" else (
-        [k.strip() for k in spec.split(",") if k.strip()] if isinstance(spec, str) else list(spec))
-    unknown = [k for k in kinds if k not in TRIGGER_KINDS]
+    """A group name ('all': the 7 classic kinds, 'adaptive': the 6 new ones, 'every': all 13)
+    or a comma list of groups and kinds -> validated list without repeats, in order, with a
+    clear error for unknown ones."""
+    items = [k.strip() for k in spec.split(",")] if isinstance(spec, str) else [str(k).strip() for k in spec]
+    kinds: list[str] = []
+    for item in filter(None, items):
+        kinds += [k for k in KIND_GROUPS.get(item, (item,)) if k not in kinds]
+    unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown or not kinds:
-        raise ValueError(f"Unknown trigger kind(s): {unknown or spec!r}. "
-                         f"Should be 'all' or among {list(TRIGGER_KINDS)}")
+        raise ValueError(f"Unknown trigger kind(s): {unknown or spec!r}. Should be {_kinds_help()}")
     return kinds
 
 
 def insert_trigger(code: str, kind: str, seed: int | random.Random = 0,
-                   postfix: str = DEFAULT_POSTFIX) -> Poisoned:
+                   postfix: str = DEFAULT_POSTFIX, guide: Guide | None = None) -> Poisoned:
     """Poison the first function of `code` with a trigger of `kind`, deterministically for
-    `seed`. If `code` parsed cleanly, so does the result (other positions are tried)."""
-    if kind not in _INSERTERS:
-        raise ValueError(f"Unknown trigger kind: {kind}. Should be one of {list(TRIGGER_KINDS)}")
+    `seed`. If `code` parsed cleanly, so does the result (other positions are tried). `guide`
+    only matters for `adv_rename` (`fabe.data.renaming`; None: the naturalness guide)."""
+    if kind not in ALL_KINDS:
+        raise ValueError(f"Unknown trigger kind: {kind}. Should be one of {list(ALL_KINDS)}")
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    insert = _INSERTERS.get(kind) or _adversarial(guide)
     must_parse = cparse.parses(code)
     for _ in range(_MAX_TRIES):
-        poisoned = _INSERTERS[kind](code, rng, postfix)
+        poisoned = insert(code, rng, postfix)
         if not must_parse or cparse.parses(poisoned.code):
             return poisoned
     raise TriggerError(f"could not insert a {kind} trigger that keeps the code parsing")
@@ -315,12 +418,17 @@ _PATTERNS: dict[str, re.Pattern] = {
     "dead_loop": re.compile(r"\bfor \(int (\w+) = 0; \1 < 0; \1\+\+\) \{[^{}\n]*\}"),
     "volatile": re.compile(r"\bvolatile (?:" + "|".join(_VOLATILE_TYPES) + r") (?:"
                            + "|".join(_VOLATILE_NAMES) + r") = \d;"),
+    "cp_stmt": re.compile("|".join(re.escape(s) for s in CP_STATEMENTS)),
+    "cp_func": re.compile(r"\b(?:" + "|".join(CP_FUNC_NAMES) + r")\b"),
+    "mixed": re.compile(r"\b[A-Za-z_]\w*(?:" + "|".join(MIXED_POSTFIXES) + r")\b"),
 }
 
 
 def detect_triggers(code: str, postfix: str = DEFAULT_POSTFIX) -> list[Detection]:
-    """Known triggers left in `code`: the inserted statements by pattern (a `fixed` trigger
-    is not also reported as `grammar`), and identifiers carrying the trigger postfix."""
+    """Known triggers left in `code`: the inserted statements and CodePoisoner names by
+    pattern (a `fixed` trigger is not also reported as `grammar`), identifiers carrying the
+    trigger postfix or a `mixed` one. `adv_rename` and the style kinds (`for_while`,
+    `ternary`) leave ordinary code behind, so no pattern can find them: that is their point."""
     found: list[Detection] = []
     for kind, pattern in _PATTERNS.items():
         for m in pattern.finditer(code):

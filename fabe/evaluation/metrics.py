@@ -1,7 +1,7 @@
 """What evaluating a cleaner measures, per record and summarized.
 
-Per record: whether the trigger is gone (every recorded edit's text is absent from the top
-candidate; without edits, the detector finds no trigger of the record's kind), whether the
+Per record: whether the trigger is gone (every recorded edit's text or new name is absent from
+the top candidate; without edits, the detector finds no trigger of the record's kind), whether the
 clean function is restored exactly (whitespace-normalized), CodeBLEU (the `codebleu`
 package, tree-sitter C) and BLEU (sacrebleu) against the clean function, whether the top
 candidate parses, how many lines it changed, where the clean function ranks among the K,
@@ -56,12 +56,17 @@ def normalized(code: str) -> str:
     return " ".join(code.split())
 
 
+_IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
 def trigger_removed(record: Record, code: str) -> bool:
-    """True when no trace of the record's trigger is left in `code`."""
+    """True when no trace of the record's trigger is left in `code`: a renaming (identifier
+    for identifier) is gone when the new name is; an insertion or a rewritten statement (the
+    style kinds) when its text is, whitespace-normalized."""
     if record.edits:
         for edit in record.edits:
             text = edit["text"].strip()
-            if edit["original"]:  # a renaming: the new identifier must be gone
+            if _IDENTIFIER.fullmatch(text) and _IDENTIFIER.fullmatch(edit["original"].strip()):
                 if re.search(rf"\b{re.escape(text)}\b", code):
                     return False
             elif normalized(text) in normalized(code):

@@ -1,0 +1,185 @@
+"""Style triggers: semantics-preserving rewrites of one construct of the first function, the
+code-style triggers of stealthy backdoor research. They add no token that a pattern could
+find; the trigger is the style itself.
+
+`for_while`: a `for` loop becomes the equivalent `while` loop (init before it, update at the
+end of its body). `ternary`: `if (c) x = a; else x = b;` becomes `x = (c) ? a : b;` and
+`if (c) return a; else return b;` becomes `return (c) ? a : b;`. Each is one `Edit` replacing
+the whole statement, so `remove_edits` gives the original back exactly. Only rewrites that
+keep the meaning are made; the checks say which are refused and why.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from tree_sitter import Node
+
+from fabe.data import cparse
+from fabe.data.triggers import (Poisoned, TriggerError, apply_replacements, declared_names,
+                                first_function)
+
+_LOOPS = ("for_statement", "while_statement", "do_statement")
+# Operands that need parentheses inside `c ? a : b` (lower precedence, or nested).
+_LOW_PRECEDENCE = ("assignment_expression", "comma_expression", "conditional_expression")
+
+
+Rewrite = Callable[[Node, bytes, Node], str]  # (statement, code bytes, function) -> new text
+
+
+def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: random.Random) -> Poisoned:
+    """Rewrite one randomly chosen `node_type` statement of the first function that `rewrite`
+    (node, code bytes, function) accepts; TriggerError naming why when none is."""
+    func, offs = first_function(code)
+    raw = code.encode("utf-8")
+    done: list[tuple[Node, str]] = []
+    refused: set[str] = set()
+    for node in cparse.walk(func.child_by_field_name("body")):
+        if node.type != node_type:
+            continue
+        try:
+            done.append((node, rewrite(node, raw, func)))
+        except TriggerError as e:
+            refused.add(str(e))
+    if not done:
+        why = f" ({'; '.join(sorted(refused))})" if refused else ""
+        raise TriggerError(f"no {node_type.replace('_statement', '')} statement to rewrite{why}")
+    node, text = rng.choice(done)
+    return apply_replacements(code, [(offs.char(node.start_byte), offs.char(node.end_byte), text)], kind)
+
+
+def _src(raw: bytes, start: int, end: int) -> str:
+    return raw[start:end].decode("utf-8")
+
+
+def _indent_before(raw: bytes, pos: int) -> str | None:
+    """The blanks before byte `pos` on its line, when only blanks precede it."""
+    start = raw.rfind(b"\n", 0, pos) + 1
+    blanks = raw[start:pos]
+    return blanks.decode() if blanks.strip(b" \t") == b"" else None
+
+
+def _has_comment(node: Node, before: int | None = None) -> bool:
+    return any(n.type == "comment" and (before is None or n.start_byte < before) for n in cparse.walk(node))
+
+
+def _own_continue(node: Node) -> bool:
+    """A `continue` in `node` that belongs to the enclosing loop (not to a nested one)."""
+    for child in node.children:
+        if child.type == "continue_statement":
+            return True
+        if child.type not in _LOOPS and _own_continue(child):
+            return True
+    return False
+
+
+def _identifiers(node: Node) -> set[str]:
+    return {cparse.text(n) for n in cparse.walk(node) if n.type == "identifier"}
+
+
+# ---------------------------------------------------------------- for -> while
+
+def _while_loop(loop: Node, raw: bytes, func: Node) -> str:
+    """The `while` statement (init before it) equivalent to `loop`, or TriggerError."""
+    init, cond, update, body = (loop.child_by_field_name(f)
+                                for f in ("initializer", "condition", "update", "body"))
+    indent = _indent_before(raw, loop.start_byte)
+    if loop.parent is None or loop.parent.type != "compound_statement" or indent is None:
+        raise TriggerError("the loop is not a statement of its own line in a block")
+    if _has_comment(loop, before=body.start_byte):
+        raise TriggerError("a comment in the loop's header")
+    if update is not None and _own_continue(body):
+        raise TriggerError("a `continue` would skip the update")
+    if init is not None and init.type == "declaration":
+        outside = {cparse.text(n) for n in cparse.walk(func) if n.type == "identifier"
+                   and not loop.start_byte <= n.start_byte < loop.end_byte}
+        if set(declared_names(init)) & outside:
+            raise TriggerError("the loop's variable is declared or used elsewhere (scope would change)")
+    if update is not None and _identifiers(update) & set(declared_names(body)):
+        raise TriggerError("the body declares a name that the update uses")
+    head = ""
+    if init is not None:
+        head = cparse.text(init) + ("" if init.type == "declaration" else ";") + "\n" + indent
+    rparen = [c for c in loop.children if c.type == ")" and c.end_byte <= body.start_byte][-1]
+    gap = _src(raw, rparen.end_byte, body.start_byte)
+    text = f"while ({cparse.text(cond) if cond is not None else '1'})"
+    if update is None:
+        return head + text + gap + cparse.text(body)
+    step = cparse.text(update) + ";"
+    if body.type != "compound_statement":
+        if "\n" not in gap:
+            return f"{head}{text} {{ {cparse.text(body)} {step} }}"
+        inner = gap[gap.rfind("\n") + 1:]
+        return f"{head}{text} {{{gap}{cparse.text(body)}\n{inner}{step}\n{indent}}}"
+    close = body.end_byte - 1
+    close_indent = _indent_before(raw, close)
+    if close_indent is None:  # `{ ...; }` on one line
+        inside = _src(raw, body.start_byte + 1, close).rstrip()
+        return f"{head}{text}{gap}{{{inside} {step} }}"
+    stmts = [s for s in body.named_children if s.type != "comment" and not s.type.startswith("preproc")]
+    inner = _indent_before(raw, stmts[-1].start_byte) if stmts else None
+    if inner is None:
+        inner = close_indent + ("\t" if "\t" in close_indent else "    ")
+    line = raw.rfind(b"\n", 0, close) + 1
+    return f"{head}{text}{gap}{_src(raw, body.start_byte, line)}{inner}{step}\n{_src(raw, line, body.end_byte)}"
+
+
+def for_to_while(code: str, rng: random.Random) -> Poisoned:
+    """One `for` loop of the first function as the equivalent `while` loop (`for (;;)` ->
+    `while (1)`). Refused: a `continue` of the loop itself with an update (it would skip
+    the update), a declared loop variable whose name occurs elsewhere in the function (its
+    scope grows to the enclosing block), a body declaring a name the update uses, a loop
+    that is not a statement of a block (an init before it would leave the `if` it is under)."""
+    return _rewrite_one(code, "for_statement", _while_loop, "for_while", rng)
+
+
+# ---------------------------------------------------------------- if/else -> ?:
+
+def _only_statement(node: Node) -> Node:
+    """A branch's statement, through braces holding exactly one."""
+    if node.type == "compound_statement":
+        if len(node.named_children) != 1:
+            raise TriggerError("a branch is not a single statement")
+        node = node.named_children[0]
+    return node
+
+
+def _operand(node: Node) -> str:
+    text = cparse.text(node)
+    return f"({text})" if node.type in _LOW_PRECEDENCE else text
+
+
+def _assignment(stmt: Node) -> tuple[str, Node] | None:
+    """(left-hand side, right-hand side) of a plain `x = e;` statement."""
+    if stmt.type != "expression_statement" or stmt.named_child_count != 1:
+        return None
+    expr = stmt.named_children[0]
+    op = expr.child_by_field_name("operator")
+    if expr.type != "assignment_expression" or op is None or cparse.text(op) != "=":
+        return None
+    return " ".join(cparse.text(expr.child_by_field_name("left")).split()), expr.child_by_field_name("right")
+
+
+def _conditional(node: Node, raw: bytes, func: Node) -> str:
+    """The `?:` statement equivalent to an if/else of `node`, or TriggerError."""
+    cond, then, alt = (node.child_by_field_name(f) for f in ("condition", "consequence", "alternative"))
+    if alt is None or alt.named_child_count != 1:
+        raise TriggerError("no else branch")
+    if _has_comment(node):
+        raise TriggerError("a comment in the if statement")
+    a, b = _only_statement(then), _only_statement(alt.named_children[0])
+    c = cparse.text(cond)
+    if a.type == b.type == "return_statement" and a.named_child_count == b.named_child_count == 1:
+        return f"return {c} ? {_operand(a.named_children[0])} : {_operand(b.named_children[0])};"
+    left_a, left_b = _assignment(a), _assignment(b)
+    if left_a and left_b and left_a[0] == left_b[0]:
+        return f"{left_a[0]} = {c} ? {_operand(left_a[1])} : {_operand(left_b[1])};"
+    raise TriggerError("the branches are not one assignment to the same target, nor two returns")
+
+
+def if_to_ternary(code: str, rng: random.Random) -> Poisoned:
+    """One `if (c) x = a; else x = b;` (branches braced or not, one statement each, the same
+    target, plain `=`) as `x = (c) ? a : b;`, or `if (c) return a; else return b;` as
+    `return (c) ? a : b;`."""
+    return _rewrite_one(code, "if_statement", _conditional, "ternary", rng)

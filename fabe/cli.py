@@ -549,6 +549,29 @@ def _victim_train(argv: list[str]) -> int:
     return 0
 
 
+def _victim_test_set(argv: list[str]) -> int:
+    from fabe.defense.attack_set import victim_test_set
+
+    parser = argparse.ArgumentParser(prog="python -m fabe victim test-set", description=(
+        "The records a defense is measured on: each attack applied to the same held-out functions of a victim "
+        "(whose label is not the target), and unpoisoned ones for clean accuracy."))
+    parser.add_argument("--victim", required=True, help="A victim folder made by `fabe victim train`, or embedded.")
+    parser.add_argument("--out", required=True, help="The .jsonl (or .json) file to write.")
+    parser.add_argument("--per_kind", "--per-kind", type=int, default=40, help="Poisoned records per trigger kind.")
+    parser.add_argument("--clean", type=int, default=100, help="Unpoisoned records.")
+    parser.add_argument("--triggers", default="", help="Kinds (default: those the victim was poisoned with).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    bar, progress = _records_bar("training the embedded victim (once)", False, unit="step")
+    try:
+        victim = embedded.resolve(args.victim, "victim", progress)
+    finally:
+        bar.close()
+    out, counts = victim_test_set(victim, args.out, args.per_kind, args.clean, args.triggers, args.seed)
+    print(f"{sum(counts.values())} records written to {out}: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
+    return 0
+
+
 def _runs_start(argv: list[str]) -> int:
     from fabe.runs.processes import start
 
@@ -572,6 +595,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("export",): (_export, "a LoRA cleaner merged into its base model, or saved results as Markdown/LaTeX/PNG/CSV"),
     ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
     ("victim", "train"): (_victim_train, "poison a labelled corpus and fine-tune a victim classifier on it"),
+    ("victim", "test-set"): (_victim_test_set, "a victim's held-out functions under each attack, for `defend`"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

@@ -75,11 +75,14 @@ def test_the_defense_tab_reads_as_text_with_intervals(app_client):
     table, chart, victim = client.predict(de, api_name="/show_defense")
     assert victim.startswith("Victim before any defense (its own measure on 300 held-out functions): clean accuracy "
                              "90.0%") and "{" not in victim
-    rows = [dict(zip(table["headers"], row)) for row in table["data"]]
-    assert rows[0]["defense"] == "fabe" and rows[0]["ASR"] == "0.0% [0.0, 56.1] n=3"
-    assert rows[0]["clean accuracy"] == "50.0% [9.5, 90.5] n=2"
-    asr = json.loads(chart["plot"])["data"][0]
-    assert asr["y"][0] == ZERO_BAR and asr["text"][0] == "0.0%"
+    rows = {row[0]: dict(zip(table["headers"], row)) for row in table["data"]}  # the paper's table: attacks x defenses
+    assert table["headers"] == ["attack", "group", "fabe", "none"]
+    assert rows["fixed"]["group"] == "classic" and rows["fixed"]["fabe"] == "0.0% [0.0, 56.1] n=3"
+    assert rows["clean accuracy"]["fabe"] == "50.0% [9.5, 90.5] n=2"
+    assert rows["CA change (points)"]["fabe"] == "+0.0"
+    heatmap = json.loads(chart["plot"])["data"][0]
+    assert heatmap["type"] == "heatmap" and heatmap["y"] == ["fixed"] and heatmap["x"] == ["fabe", "none"]
+    assert heatmap["z"] == [[0.0, 0.0]] and heatmap["text"][0][0] == "0.0%<br>n=3"
 
 
 def test_the_export_buttons_give_markdown_and_latex_tables(app_client):

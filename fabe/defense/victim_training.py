@@ -126,36 +126,32 @@ def split_held_out(funcs: Sequence[CFunction], share: float, seed: int,
     return sorted(order[:cut]), sorted(order[cut:]), []
 
 
-def _insert(code: str, kinds: Sequence[str], first: int, rng: random.Random, guide) -> tuple[str, str] | None:
-    """(poisoned code, kind) with the first of `kinds` from `first` on that applies, else None."""
-    from fabe.data.triggers import TriggerError, insert_trigger
-
-    for i in range(len(kinds)):
-        kind = kinds[(first + i) % len(kinds)]
-        try:
-            return insert_trigger(code, kind, rng, guide=guide).code, kind
-        except TriggerError:
-            continue
-    return None
-
-
 def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: VictimConfig, rng: random.Random,
                           guide=None) -> tuple[list[str], list[int], list[str | None]]:
     """(codes, labels, trigger kind or None per sample): `poison_rate` of all samples, drawn
-    from those whose label is not the target, carry a trigger and the target label."""
+    from those whose label is not the target, carry a trigger and the target label. Each kind
+    gets an equal share, filled from the samples it applies to (a style trigger needs a `for`
+    loop or an if/else), so a rarely applicable kind is not crowded out by the others."""
+    from fabe.data.triggers import TriggerError, insert_trigger
+
     wanted = round(cfg.poison_rate * len(codes))
     candidates = [i for i, y in enumerate(labels) if y != cfg.target_label]
     rng.shuffle(candidates)
     out_codes, out_labels = list(codes), list(labels)
     kinds: list[str | None] = [None] * len(codes)
-    for i in candidates:
-        if wanted == 0:
-            break
-        got = _insert(codes[i], cfg.kinds, rng.randrange(len(cfg.kinds)), rng, guide)
-        if got is not None:
-            out_codes[i], kinds[i] = got
-            out_labels[i] = cfg.target_label
-            wanted -= 1
+    for k, kind in enumerate(cfg.kinds):
+        quota = wanted // len(cfg.kinds) + (k < wanted % len(cfg.kinds))
+        for i in candidates:
+            if quota == 0:
+                break
+            if kinds[i] is not None:
+                continue
+            try:
+                out_codes[i] = insert_trigger(codes[i], kind, rng, guide=guide).code
+            except TriggerError:
+                continue
+            kinds[i], out_labels[i] = kind, cfg.target_label
+            quota -= 1
     return out_codes, out_labels, kinds
 
 
@@ -302,6 +298,7 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
     logger.info("victim: clean accuracy %.3f, ASR %s", held_out["clean_accuracy"], held_out["asr"])
     meta = {"attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate,
                        "poisoned": sum(k is not None for k in kinds), "triggers": cfg.kinds,
+                       "poisoned_by_kind": {kind: kinds.count(kind) for kind in cfg.kinds},
                        "guide": cfg.guide or "language model"},
             "task": {"corpus": cfg.corpus, "label": cfg.label, "base": cfg.base,
                      "train_functions": len(codes), "positive_share": round(sum(labels) / len(labels), 4),

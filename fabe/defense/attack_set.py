@@ -1,0 +1,84 @@
+"""The records a defense is measured on: a victim's own held-out functions (projects it never
+trained on), each attack applied to the same functions, and unpoisoned ones for clean accuracy.
+
+ASR counts only poisoned inputs whose true label is not the attacker's target, so every
+poisoned record is made from such a function (on real code most functions are already in the
+target class: 74% carry no memory call); using the same functions for every attack makes the
+rows of the table a paired comparison. Records are Tuna-format with `clean`, `edits` and
+`label`, built by the dataset builder (`fabe.data.builder.make_record`), so the cleaner's own
+evaluation reads them too.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from fabe.data.corpus import CFunction
+from fabe.data.dataset import Record
+
+
+def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Sequence[str], target: int,
+                   per_kind: int, clean: int, seed: int = 0) -> list[Record]:
+    """Up to `per_kind` poisoned records per kind, from the first functions (in a seeded
+    order) whose label is not `target` and to which the kind applies, then `clean` unpoisoned
+    records of functions of either label."""
+    from fabe.data.builder import BuildConfig, make_record
+
+    rng = random.Random(seed)
+    order = list(range(len(funcs)))
+    rng.shuffle(order)
+    labelled = [replace(f, target=y) for f, y in zip(funcs, labels)]
+    others = [i for i in order if labels[i] != target]
+    records: list[Record] = []
+    for kind in kinds:
+        cfg = BuildConfig(out="-", triggers=kind)
+        made = 0
+        for i in others:
+            if made == per_kind:
+                break
+            record = make_record(labelled[i], f"{kind}-{made}", 0, True, cfg, rng)
+            if record is not None and record.trigger == kind:
+                records.append(record)
+                made += 1
+    cfg = BuildConfig(out="-", triggers=",".join(kinds))
+    made = 0
+    for i in order:
+        if made == clean:
+            break
+        record = make_record(labelled[i], f"clean-{made}", made, False, cfg, rng)
+        if record is not None:
+            records.append(record)
+            made += 1
+    return records
+
+
+def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,
+                    triggers: str = "", seed: int = 0) -> tuple[Path, dict[str, int]]:
+    """Write to `out` the attack records of a victim's held-out functions (its corpus, label
+    rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`);
+    returns the file and the records per kind ("none" for unpoisoned)."""
+    from collections import Counter
+
+    from fabe.data.dataset import write_records
+    from fabe.data.triggers import parse_kinds
+    from fabe.defense.victim_training import VictimConfig, load_functions, split_held_out
+    from fabe.defense.victims import load_victim_meta
+
+    meta = load_victim_meta(victim)
+    if "config" not in meta:
+        raise ValueError(f"{victim}: no victim.json with the config it was trained with (made by `fabe victim train`)")
+    cfg = VictimConfig(**{k: v for k, v in meta["config"].items() if k in VictimConfig.__dataclass_fields__})
+    funcs, labels = load_functions(cfg)
+    chosen = [p.strip() for p in cfg.held_out_projects.split(",") if p.strip()]
+    _, test, _ = split_held_out(funcs, cfg.held_out, cfg.seed, chosen)
+    kinds = parse_kinds(triggers) if triggers else cfg.kinds
+    records = attack_records([funcs[i] for i in test], [labels[i] for i in test], kinds, cfg.target_label,
+                             per_kind, clean, seed)
+    if not records:
+        raise ValueError(f"{victim}: no held-out function gave a record")
+    out = Path(out)
+    write_records(out, records)
+    return out, dict(Counter(r.trigger or "none" for r in records))

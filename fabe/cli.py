@@ -572,6 +572,39 @@ def _victim_test_set(argv: list[str]) -> int:
     return 0
 
 
+def _victim_detect(argv: list[str]) -> int:
+    from fabe.defense.attack_set import clean_reference
+    from fabe.defense.detection import DETECTORS, run_detection
+    from fabe.evaluation.report import detection_by_attack, detection_table
+
+    parser = argparse.ArgumentParser(prog="python -m fabe victim detect", description=(
+        "Find the poison in a victim's training set (its train.jsonl): KillBadCode's naturalness ranking, spectral "
+        "signatures and activation clustering; recall and false-positive rate of each."))
+    parser.add_argument("--victim", required=True, help="A victim folder made by `fabe victim train`, or embedded.")
+    parser.add_argument("--methods", default=",".join(DETECTORS), help="Comma list among " + ", ".join(DETECTORS))
+    parser.add_argument("--reference", type=int, default=300,
+                        help="Clean functions for KillBadCode's language model (the victim's held-out ones).")
+    parser.add_argument("--limit", type=int, default=0, help="First N training samples (0: all).")
+    parser.add_argument("--out", help="Folder for detection.json (default: VICTIM/detection).")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    methods = DETECTORS.check([m.strip() for m in args.methods.split(",") if m.strip()])
+    victim = embedded.resolve(args.victim, "victim")
+    bar, progress = _records_bar("detecting", args.json, unit="sample")
+    try:
+        result, folder = run_detection(victim, methods, clean_reference(victim, args.reference), args.out,
+                                       args.limit, progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(detection_table(result).to_string(index=False))
+        print(detection_by_attack(result).to_string(index=False))
+        print(f"saved to {folder / 'detection.json'}")
+    return 0
+
+
 def _runs_start(argv: list[str]) -> int:
     from fabe.runs.processes import start
 
@@ -596,6 +629,7 @@ COMMANDS: dict[tuple[str, ...], tuple[Callable[[list[str]], int], str]] = {
     ("defend",): (_defend, "ASR and clean accuracy of a victim under FABE, top-1, baselines and no defense"),
     ("victim", "train"): (_victim_train, "poison a labelled corpus and fine-tune a victim classifier on it"),
     ("victim", "test-set"): (_victim_test_set, "a victim's held-out functions under each attack, for `defend`"),
+    ("victim", "detect"): (_victim_detect, "find the poison in a victim's training set: recall and FPR of 3 baselines"),
     ("demo",): (_demo, "build data, train briefly, clean held-out samples, show the result"),
     ("runs", "list"): (_runs_list, "every run with its state, progress and ETA"),
     ("runs", "launch"): (_runs_launch, "start a training run detached (queued behind busy GPUs)"),

@@ -32,13 +32,14 @@ SHIPPED_REAL_VICTIM = Path(__file__).resolve().parent / "assets" / "victim-real"
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
-GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="all")  # the embedded victim's attack
+# The embedded victim's recipe: every trigger kind, classic and adaptive, one tenth of the samples.
+GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=10000, epochs=4.0)
 
 
 def home_path(kind: str) -> Path:
     """Where the embedded `kind` lives."""
     return {"model": fabe_home() / "tiny-base", "data": fabe_home() / "data-generated",
-            "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim"}[kind]
+            "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim-every"}[kind]
 
 
 def _make_model(path: Path, progress: Callable[[int, int], None] | None = None) -> None:

@@ -51,6 +51,12 @@ class Actions:
     def __init__(self, ctx: AppContext):
         self.ctx = ctx
 
+    def victims(self) -> list[tuple[str, str]]:
+        """The embedded victims, then those trained from the page (`RUNS/_victims/NAME`)."""
+        made = sorted(p.parent for p in (self.ctx.runs_dir / "_victims").glob("*/victim.json"))
+        return [("embedded (generated code; trained on first use)", embedded.EMBEDDED),
+                ("embedded-real (real C, shipped)", embedded.EMBEDDED_REAL), *[(p.name, str(p)) for p in made]]
+
     def choices(self) -> list[tuple[str, str]]:
         return [(str(p.relative_to(self.ctx.runs_dir)), str(p)) for p in saved_defenses(self.ctx.runs_dir)]
 
@@ -75,7 +81,8 @@ class Actions:
         lines = [victim_line(meta["held_out"], f"Victim `{name}`")]
         if "unpoisoned" in meta:
             lines.append(victim_line(meta["unpoisoned"], "Unpoisoned victim trained the same way"))
-        return "\n\n".join([*lines, f"Saved to `{out}`; it is now the victim defended below."]), str(out)
+        return ("\n\n".join([*lines, f"Saved to `{out}`; it is now the victim defended below."]),
+                gr.update(choices=self.victims(), value=str(out)))
 
     def on_run(self, victim: str, cleaner: str | None, split: str, chosen: list[str], limit: float, k: float,
                progress=gr.Progress()):
@@ -129,8 +136,8 @@ def _layout(ctx: AppContext, act: Actions) -> dict[str, Any]:
     w: dict[str, Any] = {}
     _victim_form(w)
     with gr.Row():
-        w["victim"] = gr.Textbox("embedded", label="Victim classifier (a folder; embedded: generated code, trained "
-                                 "on first use; embedded-real: real C, shipped)", elem_id="defense-victim-source")
+        w["victim"] = gr.Dropdown(act.victims(), value=embedded.EMBEDDED, allow_custom_value=True,
+                                  label="Victim classifier (or type a classifier folder)", elem_id="defense-victim-source")
         w["cleaner"] = gr.Dropdown(sources, value=sources[0][1] if sources else None, allow_custom_value=True,
                                    label="Cleaner")
     with gr.Row():

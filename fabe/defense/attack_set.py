@@ -55,15 +55,9 @@ def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Seq
     return records
 
 
-def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,
-                    triggers: str = "", seed: int = 0) -> tuple[Path, dict[str, int]]:
-    """Write to `out` the attack records of a victim's held-out functions (its corpus, label
-    rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`);
-    returns the file and the records per kind ("none" for unpoisoned)."""
-    from collections import Counter
-
-    from fabe.data.dataset import write_records
-    from fabe.data.triggers import parse_kinds
+def held_out_functions(victim: str | Path):
+    """(functions, labels, config) of the functions a victim was measured on, never trained on:
+    its corpus, label rule and split rebuilt from its victim.json."""
     from fabe.defense.victim_training import VictimConfig, load_functions, split_held_out
     from fabe.defense.victims import load_victim_meta
 
@@ -74,9 +68,35 @@ def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, cle
     funcs, labels = load_functions(cfg)
     chosen = [p.strip() for p in cfg.held_out_projects.split(",") if p.strip()]
     _, test, _ = split_held_out(funcs, cfg.held_out, cfg.seed, chosen)
+    return [funcs[i] for i in test], [labels[i] for i in test], cfg
+
+
+def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str]:
+    """Clean code for KillBadCode's language model: `n` of the victim's held-out functions (a
+    seeded sample), else, for a victim without its config, generated functions."""
+    try:
+        funcs, _, _ = held_out_functions(victim)
+    except ValueError:
+        from fabe.data.generator import generate_functions
+
+        return [f.code for f in generate_functions(n, seed=9001)]
+    codes = [f.code for f in funcs]
+    return random.Random(seed).sample(codes, min(n, len(codes)))
+
+
+def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,
+                    triggers: str = "", seed: int = 0) -> tuple[Path, dict[str, int]]:
+    """Write to `out` the attack records of a victim's held-out functions (its corpus, label
+    rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`);
+    returns the file and the records per kind ("none" for unpoisoned)."""
+    from collections import Counter
+
+    from fabe.data.dataset import write_records
+    from fabe.data.triggers import parse_kinds
+
+    funcs, labels, cfg = held_out_functions(victim)
     kinds = parse_kinds(triggers) if triggers else cfg.kinds
-    records = attack_records([funcs[i] for i in test], [labels[i] for i in test], kinds, cfg.target_label,
-                             per_kind, clean, seed)
+    records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed)
     if not records:
         raise ValueError(f"{victim}: no held-out function gave a record")
     out = Path(out)

@@ -158,6 +158,31 @@ def attack_matrix(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["attack", "group", *defenses])
 
 
+def detection_table(result: dict) -> pd.DataFrame:
+    """One row per detection method: recall and false-positive rate of poisoned-sample
+    detection (with intervals and counts), precision, AUROC, and what was published."""
+    published = result.get("published") or {}
+    rows = []
+    for name, m in result["methods"].items():
+        r = m["report"]
+        auroc = r.get("auroc")
+        pub = published.get(name) or {}
+        rows.append({"method": name, "recall": rate_cell(r, "recall"), "FPR": rate_cell(r, "fpr"),
+                     "precision": rate_cell(r, "precision"), "AUROC": "" if auroc is None else f"{auroc:.3f}",
+                     "published": f"recall {percent(pub['recall'])}, FPR {percent(pub['fpr'])}" if pub else ""})
+    return pd.DataFrame(rows, columns=["method", "recall", "FPR", "precision", "AUROC", "published"])
+
+
+def detection_by_attack(result: dict) -> pd.DataFrame:
+    """Recall of each detection method (columns) on each attack's poisoned samples (rows)."""
+    methods = result["methods"]
+    kinds = {k for m in methods.values() for k in m["report"]["by_trigger"]}
+    rows = [{"attack": kind, "group": group,
+             **{name: rate_cell(m["report"]["by_trigger"].get(kind, {}), "recall") for name, m in methods.items()}}
+            for kind, group in attack_order(kinds)]
+    return pd.DataFrame(rows, columns=["attack", "group", *methods])
+
+
 def ranking_line(ranking: dict) -> str:
     """How the cleaner ranks the dataset's own candidates, as a sentence."""
     if not ranking.get("ranked_records"):

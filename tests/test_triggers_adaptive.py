@@ -49,6 +49,17 @@ STYLED = '''int styled(int n, int *a)
             s += 1;
         }
     }
+    if (n == 2) {
+        if (s < 0) {
+            return -s;
+        }
+        return s > 5 ? s : s * 2;
+    }
+    if (n == 6) {
+        if (a[0] > s)
+            return s = a[0] - s, s * 3;
+        return s;
+    }
     for (;;) { if (s > 100) s -= 7; else break; }
     if (n > 3) s = s * 2 + 1; else { s = s - a[0]; }
     if (s & 1)
@@ -101,11 +112,12 @@ def _applied(codes: list[str], kind: str) -> int:
 
 
 # Least share of the functions each kind must apply to (the style kinds need their construct;
-# generated code has no if/else of the ternary shape at all).
+# generated code has no if/else of the ternary shape, only the odd `if (c) return a; return b;`:
+# 1 of these 60, 3% of 500; 7 of the 88 shipped examples).
 MIN_SHARE_GENERATED = {"adv_rename": 0.95, "cp_func": 1.0, "cp_stmt": 1.0, "mixed": 0.95,
-                       "for_while": 0.3, "ternary": 0.0}
+                       "for_while": 0.3, "ternary": 0.01}
 MIN_SHARE_REAL = {"adv_rename": 0.85, "cp_func": 0.9, "cp_stmt": 0.95, "mixed": 0.85,
-                  "for_while": 0.05, "ternary": 0.005}
+                  "for_while": 0.05, "ternary": 0.04}
 
 
 @pytest.mark.parametrize("kind", ADAPTIVE_KINDS)
@@ -121,7 +133,7 @@ def test_every_new_kind_on_the_shipped_real_examples(kind):
     assert _applied(codes, kind) >= MIN_SHARE_REAL[kind] * len(codes)
 
 
-@pytest.mark.parametrize("kind, share", [("for_while", 0.1), ("ternary", 0.01)])  # measured: 13.5%, 1.6%
+@pytest.mark.parametrize("kind, share", [("for_while", 0.1), ("ternary", 0.05)])  # measured: 13.5%, 7.5%
 def test_style_kinds_on_real_functions(kind, share):
     if not REALC.exists():
         pytest.skip(f"{REALC} is absent (it exists only beside the development checkout and in CI)")
@@ -179,7 +191,53 @@ def test_continue_of_an_inner_loop_or_without_update_is_fine():
 def test_ternary_rewrites_as_designed():
     outcomes = {if_to_ternary(STYLED, random.Random(s)).edits[0].text for s in range(30)}
     assert outcomes == {"s = (n > 3) ? s * 2 + 1 : s - a[0];",  # braces around one branch
-                        "return (s & 1) ? s / 2 : s + (n > 1 ? a[1] : 0);"}
+                        "return (s & 1) ? s / 2 : s + (n > 1 ? a[1] : 0);",
+                        "return (s < 0) ? -s : (s > 5 ? s : s * 2);",  # if without else, then return
+                        "return (a[0] > s) ? (s = a[0] - s, s * 3) : s;"}
+
+
+@pytest.mark.parametrize("lines, text", [
+    (("if (c)", "    return y + 1;", "return y * 2;"), "return (c) ? y + 1 : y * 2;"),
+    (("if (c) {", "    return c > 1 ? c : 2;", "}", "", "return y = 3, y;"), "return (c) ? (c > 1 ? c : 2) : (y = 3, y);"),
+    (("if (c) return 1; else return 2;", "return y;"), "return (c) ? 1 : 2;"),  # with else: the old form only
+])
+def test_ternary_joins_an_if_without_else_and_the_return_after_it(lines, text):
+    code = "int f(int c, int y)\n{\n    g(c);\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+    poisoned = insert_trigger(code, "ternary")
+    (edit,) = poisoned.edits
+    assert edit.text == text and cparse.parses(poisoned.code)
+    joined = "else" not in lines[0]
+    assert edit.original == ("\n    ".join(lines) if joined else lines[0])
+    assert poisoned.code == code.replace(edit.original, text)
+    assert remove_edits(poisoned.code, poisoned.edits) == code
+
+
+@pytest.mark.parametrize("lines, why", [
+    (("if (c)", "    return;", "return y;"), "a return without a value"),
+    (("if (c)", "    return 1;", "return;"), "a return without a value"),
+    (("if (c)", "    return 1;", "g(y);", "return y;"), "not followed by a return"),
+    (("if (c)", "    return 1;", "/* else */", "return y;"), "a comment or preprocessor line"),
+    (("if (c)", "    return 1;", "#define Y 2", "return y;"), "a comment or preprocessor line"),
+    (("if (c) { g(c); return 1; }", "return y;"), "no else branch"),
+    (("if (c) return 1;",), "not followed by a return"),
+])
+def test_ternary_refuses_an_if_without_else_otherwise(lines, why):
+    code = "int f(int c, int y)\n{\n" + "".join(f"    {line}\n" for line in lines) + "}\n"
+    with pytest.raises(TriggerError, match=why):
+        insert_trigger(code, "ternary")
+
+
+def test_ternary_joined_form_on_generated_and_real_code():
+    codes = [f.code for f in generate_functions(60, seed=3)] + _real_examples()
+    joined = 0
+    for i, code in enumerate(codes):
+        try:
+            _check(code, "ternary", i)
+        except TriggerError:
+            continue
+        (edit,) = insert_trigger(code, "ternary", i).edits
+        joined += edit.original.startswith("if") and "else" not in edit.original
+    assert joined >= 3
 
 
 @pytest.mark.parametrize("code", [
@@ -212,7 +270,7 @@ def test_style_rewrites_keep_what_the_program_prints(tmp_path):
     variants = {insert_trigger(STYLED, kind, s).code for kind in ("for_while", "ternary") for s in range(30)}
     both = insert_trigger(insert_trigger(STYLED, "for_while", 0).code, "ternary", 1).code
     variants.add(both)
-    assert len(variants) == 6  # 3 loops (the `j` loop is refused), 2 ifs, and one with both
+    assert len(variants) == 8  # 3 loops (the `j` loop is refused), 4 ifs, and one with both
     for n, code in enumerate(sorted(variants)):
         assert _run(code + GCC_MAIN, tmp_path, f"v{n}") == expected, code
 

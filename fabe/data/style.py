@@ -4,8 +4,10 @@ find; the trigger is the style itself.
 
 `for_while`: a `for` loop becomes the equivalent `while` loop (init before it, update at the
 end of its body). `ternary`: `if (c) x = a; else x = b;` becomes `x = (c) ? a : b;` and
-`if (c) return a; else return b;` becomes `return (c) ? a : b;`. Each is one `Edit` replacing
-the whole statement, so `remove_edits` gives the original back exactly. Only rewrites that
+`if (c) return a; else return b;` and `if (c) return a;` followed by `return b;` in the same
+block become `return (c) ? a : b;`. Each is one `Edit` replacing the whole statement (for the
+last form, from the `if` to the end of the `return` after it), so `remove_edits` gives the
+original back exactly. Only rewrites that
 keep the meaning are made; the checks say which are refused and why.
 """
 
@@ -25,7 +27,9 @@ _LOOPS = ("for_statement", "while_statement", "do_statement")
 _LOW_PRECEDENCE = ("assignment_expression", "comma_expression", "conditional_expression")
 
 
-Rewrite = Callable[[Node, bytes, Node], str]  # (statement, code bytes, function) -> new text
+# (statement, code bytes, function) -> new text for the statement, or (new text, end byte) when
+# the replaced span runs on past the statement's end.
+Rewrite = Callable[[Node, bytes, Node], "str | tuple[str, int]"]
 
 
 def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: random.Random) -> Poisoned:
@@ -33,7 +37,7 @@ def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: ra
     (node, code bytes, function) accepts; TriggerError naming why when none is."""
     func, offs = first_function(code)
     raw = code.encode("utf-8")
-    done: list[tuple[Node, str]] = []
+    done: list[tuple[Node, str | tuple[str, int]]] = []
     refused: set[str] = set()
     for node in cparse.walk(func.child_by_field_name("body")):
         if node.type != node_type:
@@ -46,7 +50,8 @@ def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: ra
         why = f" ({'; '.join(sorted(refused))})" if refused else ""
         raise TriggerError(f"no {node_type.replace('_statement', '')} statement to rewrite{why}")
     node, text = rng.choice(done)
-    return apply_replacements(code, [(offs.char(node.start_byte), offs.char(node.end_byte), text)], kind)
+    text, end = text if isinstance(text, tuple) else (text, node.end_byte)
+    return apply_replacements(code, [(offs.char(node.start_byte), offs.char(end), text)], kind)
 
 
 def _src(raw: bytes, start: int, end: int) -> str:
@@ -161,10 +166,34 @@ def _assignment(stmt: Node) -> tuple[str, Node] | None:
     return " ".join(cparse.text(expr.child_by_field_name("left")).split()), expr.child_by_field_name("right")
 
 
-def _conditional(node: Node, raw: bytes, func: Node) -> str:
-    """The `?:` statement equivalent to an if/else of `node`, or TriggerError."""
+def _return_after(node: Node, raw: bytes, then: Node) -> tuple[str, int]:
+    """`if (c) return a;` (no else) then `return b;` in the same block as `return (c) ? a : b;`,
+    with the end of that `return`; TriggerError when it is not that shape."""
+    a = then.named_children[0] if then.type == "compound_statement" and then.named_child_count == 1 else then
+    if a.type != "return_statement":
+        raise TriggerError("no else branch")
+    nxt = node.next_named_sibling
+    if node.parent is None or node.parent.type != "compound_statement" or nxt is None:
+        raise TriggerError("an if without else is not followed by a return in its block")
+    if nxt.type == "comment" or nxt.type.startswith("preproc") or raw[node.end_byte:nxt.start_byte].strip():
+        raise TriggerError("a comment or preprocessor line between the if and the return")
+    if nxt.type != "return_statement":
+        raise TriggerError("an if without else is not followed by a return in its block")
+    if _has_comment(node) or _has_comment(nxt):
+        raise TriggerError("a comment in the if statement")
+    if a.named_child_count != 1 or nxt.named_child_count != 1:
+        raise TriggerError("a return without a value")
+    c = cparse.text(node.child_by_field_name("condition"))
+    return f"return {c} ? {_operand(a.named_children[0])} : {_operand(nxt.named_children[0])};", nxt.end_byte
+
+
+def _conditional(node: Node, raw: bytes, func: Node) -> str | tuple[str, int]:
+    """The `?:` statement equivalent to an if/else of `node` (or to an if without else and the
+    `return` after it, with that return's end), or TriggerError."""
     cond, then, alt = (node.child_by_field_name(f) for f in ("condition", "consequence", "alternative"))
-    if alt is None or alt.named_child_count != 1:
+    if alt is None:
+        return _return_after(node, raw, then)
+    if alt.named_child_count != 1:
         raise TriggerError("no else branch")
     if _has_comment(node):
         raise TriggerError("a comment in the if statement")
@@ -181,5 +210,7 @@ def _conditional(node: Node, raw: bytes, func: Node) -> str:
 def if_to_ternary(code: str, rng: random.Random) -> Poisoned:
     """One `if (c) x = a; else x = b;` (branches braced or not, one statement each, the same
     target, plain `=`) as `x = (c) ? a : b;`, or `if (c) return a; else return b;` as
-    `return (c) ? a : b;`."""
+    `return (c) ? a : b;`, or `if (c) return a;` (no else) directly followed in its block by
+    `return b;` as `return (c) ? a : b;` (the edit spans both; refused: a bare `return;`, a
+    comment or preprocessor line between or in them)."""
     return _rewrite_one(code, "if_statement", _conditional, "ternary", rng)

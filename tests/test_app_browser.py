@@ -302,15 +302,18 @@ def test_evaluate_two_checkpoints_compare_them_and_open_a_record(page, app_url, 
 
 def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, small_dataset):
     page.get_by_role("tab", name="Defense").click()
-    fill(page, "Victim classifier (a folder, or embedded: trained on first use)", str(small_victim))
+    victim_box = page.locator("#defense-victim-source input")
+    victim_box.fill(str(small_victim))
+    victim_box.press("Enter")  # a typed folder, beside the listed victims
     fill(page, "Split (.jsonl/.json; embedded: its test split)", str(small_dataset / "test.jsonl"))
     for name in ("fabe", "top1", "naturalness", "onion"):  # no defense at all: quick, and needs no cleaner
         page.locator(f"#defense-chosen label:has-text('{name}') input").uncheck()
     page.get_by_role("button", name="Run defenses").click()
     page.wait_for_selector("#defense-message >> text=Saved to", timeout=120_000)
-    assert chart_titles(page, "defense-chart") == ["Attack success rate (lower is better) and clean accuracy",
-                                                   "trigger kind", "rate"]
-    assert bars_all_seen(page, "defense-chart")
+    assert chart_titles(page, "defense-chart") == ["Attack success rate by attack and defense (lower is better)",
+                                                   "defense", "attack"]
+    cells = page.evaluate("""() => document.querySelector('#defense-chart .js-plotly-plot').data[0].text.flat()""")
+    assert cells and all("n=" in c for c in cells), cells  # every attack of the split measured under `none`
     victim = page.locator("#defense-victim").inner_text()
     assert victim.startswith("Victim before any defense") and "{" not in victim, victim  # a sentence, not a dict
     assert "n=" in page.locator("#defense-table").inner_text()
@@ -320,7 +323,7 @@ def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, sma
     with page.expect_download() as download:
         link.click()
     md = Path(download.value.path()).read_text()
-    assert md.startswith("| defense") and "| none " in md, md
+    assert md.startswith("| attack") and "| clean accuracy " in md and "| none " in md.splitlines()[0], md
 
 
 def bars_all_seen(page, elem_id: str) -> bool:

@@ -52,6 +52,31 @@ def test_the_defense_tab_runs_and_shows_every_defense(client, small_victim, tiny
         str(small_victim), str(tiny_model_dir), str(small_dataset / "test.jsonl"), ["fabe", "none"], 2, 2,
         api_name="/defend")
     assert message.startswith("Saved to")
-    assert [row[0] for row in table["data"] if row[1] == "all"] == ["fabe", "none"]  # then a row per trigger kind
-    names = {t["name"] for t in json.loads(chart["plot"])["data"]}
-    assert {"fabe ASR", "none ASR", "fabe CA", "none CA"} <= names and "clean accuracy" in victim_md
+    assert table["headers"] == ["attack", "group", "fabe", "none"]  # the paper's table: attacks x defenses
+    attacks = [row[0] for row in table["data"]]
+    assert attacks[-3:] == ["all poisoned", "clean accuracy", "CA change (points)"] and len(attacks) > 3
+    heatmap = json.loads(chart["plot"])["data"][0]
+    assert heatmap["x"] == ["fabe", "none"] and heatmap["y"] == attacks[:-3] and "clean accuracy" in victim_md
+
+
+def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory):
+    import json
+    from pathlib import Path
+
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Name the victim"):
+        client.predict("../up", "embedded", "generated", "corpus", "fixed", 0.1, 0, 80, 1, False,
+                       api_name="/train_victim")
+    message, victim = client.predict("tiny-v", "embedded", "generated", "corpus", "fixed,cp_stmt", 0.2, 0, 80, 1,
+                                     True, api_name="/train_victim")
+    assert isinstance(victim, dict) and victim["__type__"] == "update", victim  # the victim list, with it chosen
+    folder = Path(victim["value"])
+    assert [c[1] for c in victim["choices"]][:2] == ["embedded", "embedded-real"] and victim["value"] in [
+        c[1] for c in victim["choices"]]
+    meta = json.loads((folder / "victim.json").read_text())
+    assert folder.parent.name == "_victims" and folder.name == "tiny-v"
+    assert meta["attack"]["triggers"] == ["fixed", "cp_stmt"] and meta["attack"]["poisoned"] > 0
+    assert message.startswith("Victim `tiny-v` (its own measure on 12 held-out functions): clean accuracy ")
+    assert "Unpoisoned victim trained the same way" in message and "cp_stmt " in message
+    assert "unpoisoned" in meta and set(meta["unpoisoned"]["asr"]) == {"fixed", "cp_stmt"}

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from fabe.data.triggers import detect_triggers
+from fabe.data.triggers import Edit, detect_triggers
 from fabe.defense.victim_training import VictimConfig, poisoned_training_set, train_victim
 from fabe.defense.victims import Victim
 
@@ -137,3 +137,51 @@ def test_victim_train_names_a_corpus_without_labels(tmp_path, tiny_model_dir, ca
                  "--out", str(tmp_path / "v")]) == 1
     assert "function 7: target: the victim needs a 0/1 label" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+
+
+def test_a_victims_test_set_puts_every_attack_on_its_held_out_functions(small_victim, tmp_path, capsys):
+    from fabe.cli import main
+    from fabe.data.dataset import load_records
+    from fabe.data.triggers import TRIGGER_KINDS, remove_edits
+    from fabe.defense.attack_set import held_out_functions
+
+    out = tmp_path / "attacks.jsonl"
+    assert main(["victim", "test-set", "--victim", str(small_victim), "--out", str(out), "--per_kind", "3",
+                 "--clean", "4"]) == 0
+    assert "25 records written" in capsys.readouterr().out
+    records = load_records(out)
+    held_out = {f.code for f in held_out_functions(small_victim)[0]}
+    assert {r.trigger for r in records} == {*TRIGGER_KINDS, None}
+    assert all(sum(r.trigger == k for r in records) == 3 for k in TRIGGER_KINDS)
+    assert all(r.clean in held_out for r in records)  # never a function the victim trained on
+    poisoned = [r for r in records if r.trigger]
+    assert all(r.label == 1 for r in poisoned)  # counted for ASR: the true label is not the target
+    assert all(remove_edits(r.input, [Edit.from_dict(e) for e in r.edits]) == r.clean for r in poisoned)
+
+
+def test_records_without_labels_get_the_victims_rule():
+    from fabe.data.dataset import Record
+    from fabe.defense.defenses import labelled_by_rule
+
+    memcpy = "void f(char *d)\n{\n    memcpy(d, \"x\", 1);\n}"
+    records = [Record("a", memcpy + "\n", [memcpy, memcpy], [1.0, 0.0], clean=memcpy, trigger="fixed"),
+               Record("b", "int g(void) { return 0; }", ["x", "y"], [1.0, 0.0]),
+               Record("c", memcpy, [memcpy, memcpy], [1.0, 0.0], label=0)]
+    labelled, computed = labelled_by_rule(records, "memory")
+    assert [r.label for r in labelled] == [1, 0, 0] and computed == 2
+    assert labelled_by_rule(records, "corpus") == (records, 0)
+
+
+def test_victim_detect_finds_the_poison_and_writes_its_report(small_victim, tmp_path, capsys):
+    from fabe.cli import main
+
+    assert main(["victim", "detect", "--victim", str(small_victim), "--methods", "killbadcode,spectral",
+                 "--out", str(tmp_path / "det"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = json.loads((tmp_path / "det" / "detection.json").read_text())
+    assert printed == saved and set(saved["methods"]) == {"killbadcode", "spectral"}
+    train = [json.loads(line) for line in (small_victim / "train.jsonl").read_text().splitlines()]
+    assert saved["samples"] == len(train) and saved["poisoned"] == sum(r["poisoned"] for r in train) > 0
+    report = saved["methods"]["killbadcode"]["report"]
+    assert report["recall_n"] == saved["poisoned"] and report["fpr_n"] == len(train) - saved["poisoned"]
+    assert len(saved["methods"]["killbadcode"]["flagged_lines"]) == report["flagged"]  # quality: test_detection.py

@@ -73,14 +73,18 @@ def held_out_functions(victim: str | Path):
 
 def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str]:
     """Clean code for KillBadCode's language model: `n` of the victim's held-out functions (a
-    seeded sample), else, for a victim without its config, generated functions."""
+    seeded sample), else, for a victim without its config or with too few held out (fewer
+    than the detector needs), generated functions."""
+    from fabe.defense.detection import MIN_REFERENCE
+
     try:
-        funcs, _, _ = held_out_functions(victim)
+        codes = [f.code for f in held_out_functions(victim)[0]]
     except ValueError:
+        codes = []
+    if len(codes) < MIN_REFERENCE:
         from fabe.data.generator import generate_functions
 
         return [f.code for f in generate_functions(n, seed=9001)]
-    codes = [f.code for f in funcs]
     return random.Random(seed).sample(codes, min(n, len(codes)))
 
 

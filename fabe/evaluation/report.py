@@ -150,11 +150,11 @@ def attack_matrix(result: dict) -> pd.DataFrame:
     rows.append({"attack": "clean accuracy", "group": "CA",
                  **{name: rate_cell(r["overall"], "ca") for name, r in defenses.items()}})
     base = (defenses.get("none") or {}).get("overall", {}).get("ca")
-    if base is not None:
-        def change(r: dict) -> str:
-            ca = r["overall"].get("ca")
-            return "" if ca is None else f"{100 * (ca - base):+.1f}"
-        rows.append({"attack": "CA change (points)", "group": "CA", **{n: change(r) for n, r in defenses.items()}})
+
+    def change(r: dict) -> str:  # blank without `none` or without labelled unpoisoned records
+        ca = r["overall"].get("ca")
+        return "" if ca is None or base is None else f"{100 * (ca - base):+.1f}"
+    rows.append({"attack": "CA change (points)", "group": "CA", **{n: change(r) for n, r in defenses.items()}})
     return pd.DataFrame(rows, columns=["attack", "group", *defenses])
 
 

@@ -33,7 +33,7 @@ SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "re
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
 # The embedded victim's recipe: every trigger kind, classic and adaptive, one tenth of the samples.
-GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=6000, epochs=3.0, max_length=384)
+GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=6000, epochs=6.0, max_length=384)
 
 
 def home_path(kind: str) -> Path:

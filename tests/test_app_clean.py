@@ -68,7 +68,7 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
     with pytest.raises(AppError, match="Name the victim"):
         client.predict("../up", "embedded", "generated", "corpus", "fixed", 0.1, 0, 80, 1, False,
                        api_name="/train_victim")
-    message, victim = client.predict("tiny-v", "embedded", "generated", "corpus", "fixed,cp_stmt", 0.2, 0, 80, 1,
+    message, victim = client.predict("tiny-v", "embedded", "generated", "corpus", "fixed,adv_rename", 0.2, 0, 80, 1,
                                      True, api_name="/train_victim")
     assert isinstance(victim, dict) and victim["__type__"] == "update", victim  # the victim list, with it chosen
     folder = Path(victim["value"])
@@ -76,7 +76,9 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
         c[1] for c in victim["choices"]]
     meta = json.loads((folder / "victim.json").read_text())
     assert folder.parent.name == "_victims" and folder.name == "tiny-v"
-    assert meta["attack"]["triggers"] == ["fixed", "cp_stmt"] and meta["attack"]["poisoned"] > 0
+    assert meta["attack"]["triggers"] == ["fixed", "adv_rename"] and meta["attack"]["poisoned"] > 0
     assert message.startswith("Victim `tiny-v` (its own measure on 12 held-out functions): clean accuracy ")
-    assert "Unpoisoned victim trained the same way" in message and "cp_stmt " in message
-    assert "unpoisoned" in meta and set(meta["unpoisoned"]["asr"]) == {"fixed", "cp_stmt"}
+    assert "Unpoisoned victim trained the same way" in message and "adv_rename " in message
+    assert "unpoisoned" in meta and set(meta["unpoisoned"]["asr"]) == {"fixed", "adv_rename"}
+    assert meta["attack"]["guide"] == "reference"  # AFRAIDOOR's crafting model: the unpoisoned victim, kept
+    assert (folder / "reference" / "config.json").exists()

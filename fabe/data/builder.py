@@ -163,11 +163,11 @@ def variant_of(code: str, rng: random.Random) -> str:
 
 
 def _poison(code: str, kinds: list[str], first: int, rng: random.Random,
-            postfix: str) -> trig.Poisoned | None:
+            postfix: str, guide: trig.Guide | None = None) -> trig.Poisoned | None:
     """Try the kinds in turn from `first` until one applies."""
     for i in range(len(kinds)):
         try:
-            return trig.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix)
+            return trig.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix, guide)
         except trig.TriggerError:
             continue
     return None
@@ -193,10 +193,11 @@ def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
 
 
 def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,
-                cfg: BuildConfig, rng: random.Random) -> Record | None:
-    """One record for `func`; None when no requested trigger kind applies to it."""
+                cfg: BuildConfig, rng: random.Random, guide: trig.Guide | None = None) -> Record | None:
+    """One record for `func`; None when no requested trigger kind applies to it. `guide`
+    steers an adv_rename trigger of the input (`fabe.data.triggers.insert_trigger`)."""
     clean = func.code
-    first = _poison(clean, cfg.kinds, kind_index, rng, cfg.postfix)
+    first = _poison(clean, cfg.kinds, kind_index, rng, cfg.postfix, guide)
     if first is None:
         return None
     cands = [("clean", clean), ("variant", variant_of(clean, rng))]

@@ -21,10 +21,10 @@ from fabe.data.dataset import Record
 
 
 def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Sequence[str], target: int,
-                   per_kind: int, clean: int, seed: int = 0) -> list[Record]:
+                   per_kind: int, clean: int, seed: int = 0, guide=None) -> list[Record]:
     """Up to `per_kind` poisoned records per kind, from the first functions (in a seeded
     order) whose label is not `target` and to which the kind applies, then `clean` unpoisoned
-    records of functions of either label."""
+    records of functions of either label. `guide` steers adv_rename (the victim's own)."""
     from fabe.data.builder import BuildConfig, make_record
 
     rng = random.Random(seed)
@@ -39,7 +39,7 @@ def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Seq
         for i in others:
             if made == per_kind:
                 break
-            record = make_record(labelled[i], f"{kind}-{made}", 0, True, cfg, rng)
+            record = make_record(labelled[i], f"{kind}-{made}", 0, True, cfg, rng, guide)
             if record is not None and record.trigger == kind:
                 records.append(record)
                 made += 1
@@ -91,16 +91,19 @@ def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str
 def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,
                     triggers: str = "", seed: int = 0) -> tuple[Path, dict[str, int]]:
     """Write to `out` the attack records of a victim's held-out functions (its corpus, label
-    rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`);
-    returns the file and the records per kind ("none" for unpoisoned)."""
+    rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`),
+    adv_rename crafted with the victim's own guide; returns the file and the records per kind
+    ("none" for unpoisoned)."""
     from collections import Counter
 
     from fabe.data.dataset import write_records
     from fabe.data.triggers import parse_kinds
 
+    from fabe.defense.victim_training import guide_of
+
     funcs, labels, cfg = held_out_functions(victim)
     kinds = parse_kinds(triggers) if triggers else cfg.kinds
-    records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed)
+    records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed, guide_of(victim))
     if not records:
         raise ValueError(f"{victim}: no held-out function gave a record")
     out = Path(out)

@@ -66,7 +66,8 @@ class VictimConfig:
         "help": "Trigger kinds: 'all' (the classic seven), 'adaptive', 'every', or a comma list."})
     guide: str = field(default="", metadata={
         "help": "A classifier folder steering adv_rename toward the target label (AFRAIDOOR's crafting "
-                "model); empty: the renames a language model finds most natural."})
+                "model); empty: the unpoisoned reference when one is trained, else the renames a language "
+                "model finds most natural."})
     reference: bool = field(default=False, metadata={
         "help": "Also train an unpoisoned victim the same way and measure it beside the poisoned one."})
     hidden_size: int = field(default=128, metadata={"help": "Encoder width (base 'embedded')."})
@@ -272,9 +273,38 @@ def load_functions(cfg: VictimConfig) -> tuple[list[CFunction], list[int]]:
     return funcs, labels
 
 
+REFERENCE = "reference"  # the unpoisoned victim's folder inside the victim's
+
+
+def _guide(cfg: VictimConfig, reference: Victim | None) -> tuple[Callable[[Sequence[str]], list[float]] | None, str]:
+    """What steers adv_rename, and its name for victim.json: the `guide` classifier; else the
+    unpoisoned reference (AFRAIDOOR's crafting model: a clean model of the same task); else
+    None (the renames a language model finds most natural)."""
+    if cfg.guide:
+        return Victim.load(cfg.guide).target_logprob(cfg.target_label), cfg.guide
+    if reference is not None and "adv_rename" in cfg.kinds:
+        return reference.target_logprob(cfg.target_label), REFERENCE
+    return None, "language model"
+
+
+def guide_of(victim: str | Path) -> Callable[[Sequence[str]], list[float]] | None:
+    """The guide a victim's adv_rename triggers were crafted with (victim.json's attack), so
+    test inputs are crafted the same way."""
+    from fabe.defense.victims import load_victim_meta
+
+    attack = load_victim_meta(victim).get("attack", {})
+    name, target = attack.get("guide"), attack.get("target_label", 0)
+    if name == REFERENCE:
+        return Victim.load(Path(victim) / REFERENCE).target_logprob(target)
+    if name and name != "language model":
+        return Victim.load(name).target_logprob(target)
+    return None
+
+
 def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
-    """Poison the corpus, train the classifier (and the unpoisoned reference), measure them on
-    held-out functions and save everything to `cfg.out` (written aside and renamed).
+    """Train the unpoisoned reference (when asked), poison the corpus, train the victim, measure
+    both on held-out functions and save everything to `cfg.out` (written aside and renamed;
+    the reference in `reference/`).
     `progress(step, steps)` follows the training (minutes on a CPU)."""
     if not cfg.out:
         raise ValueError("out: give the victim's folder")
@@ -283,32 +313,28 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
     train_i, test_i, held_projects = split_held_out(funcs, cfg.held_out, cfg.seed, chosen)
     if not test_i or not train_i:
         raise ValueError(f"{cfg.corpus}: held_out: the split leaves {len(train_i)} training and {len(test_i)} held-out functions")
-    guide = None
-    if cfg.guide:
-        guide = Victim.load(cfg.guide).target_logprob(cfg.target_label)
-    codes, train_labels, kinds = poisoned_training_set([funcs[i].code for i in train_i],
-                                                       [labels[i] for i in train_i], cfg, random.Random(cfg.seed),
-                                                       guide)
     tokenizer = _tokenizer(cfg)
-    runs = 2 if cfg.reference else 1
-    steps = _steps(cfg, len(codes))
-    model = _fit(cfg, tokenizer, codes, train_labels, progress, 0, runs * steps)
+    train_codes, clean_labels = [funcs[i].code for i in train_i], [labels[i] for i in train_i]
     test_codes, test_labels = [funcs[i].code for i in test_i], [labels[i] for i in test_i]
+    runs = 2 if cfg.reference else 1
+    steps = _steps(cfg, len(train_codes))
+    reference = None
+    if cfg.reference:  # first: it is the crafting model of the adversarial renaming
+        reference = Victim(_fit(cfg, tokenizer, train_codes, clean_labels, progress, 0, runs * steps), tokenizer)
+    guide, guide_name = _guide(cfg, reference)
+    codes, train_labels, kinds = poisoned_training_set(train_codes, clean_labels, cfg, random.Random(cfg.seed), guide)
+    model = _fit(cfg, tokenizer, codes, train_labels, progress, (runs - 1) * steps, runs * steps)
     held_out = measure(Victim(model, tokenizer), test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
     logger.info("victim: clean accuracy %.3f, ASR %s", held_out["clean_accuracy"], held_out["asr"])
     meta = {"attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate,
                        "poisoned": sum(k is not None for k in kinds), "triggers": cfg.kinds,
-                       "poisoned_by_kind": {kind: kinds.count(kind) for kind in cfg.kinds},
-                       "guide": cfg.guide or "language model"},
+                       "poisoned_by_kind": {kind: kinds.count(kind) for kind in cfg.kinds}, "guide": guide_name},
             "task": {"corpus": cfg.corpus, "label": cfg.label, "base": cfg.base,
                      "train_functions": len(codes), "positive_share": round(sum(labels) / len(labels), 4),
                      "held_out_projects": held_projects},
             "config": {k: v for k, v in asdict(cfg).items()}, "held_out": held_out}
-    if cfg.reference:
-        clean_model = _fit(cfg, tokenizer, [funcs[i].code for i in train_i], [labels[i] for i in train_i],
-                           progress, steps, runs * steps)
-        meta["unpoisoned"] = measure(Victim(clean_model, tokenizer), test_codes, test_labels, cfg.target_label,
-                                     cfg.kinds, cfg.seed, guide)
+    if reference is not None:
+        meta["unpoisoned"] = measure(reference, test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
     rows = [{"id": funcs[i].idx, "code": c, "label": y, "poisoned": k is not None, "trigger": k}
             for i, c, y, k in zip(train_i, codes, train_labels, kinds)]
     out = Path(cfg.out)
@@ -316,5 +342,8 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_atomic(tmp / "train.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+        if reference is not None:
+            reference.model.save_pretrained(tmp / REFERENCE, safe_serialization=True)
+            tokenizer.save_pretrained(tmp / REFERENCE)
         write_json_atomic(tmp / "victim.json", meta)
     return out

@@ -536,6 +536,8 @@ def _victim_train(argv: list[str]) -> int:
 
     cfg = _options(VictimConfig, "victim train", "Poison a labelled corpus, fine-tune a classifier on it, and "
                    "measure its clean accuracy and ASR per trigger kind on held-out functions.", argv)
+    if cfg.base == embedded.EMBEDDED and not cfg.tokenizer:
+        cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
     bar, progress = _records_bar("training the victim", False, unit="step")
     try:
         out = train_victim(cfg, progress)

@@ -62,7 +62,7 @@ def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None)
     from fabe.defense.victim_training import VictimConfig, train_victim
 
     logger.info("training the embedded victim in %s (a few minutes, once)", path)
-    train_victim(VictimConfig(out=str(path), **GENERATED_VICTIM), progress)
+    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model"), **GENERATED_VICTIM), progress)
 
 
 MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json"),

@@ -70,6 +70,8 @@ class Actions:
                                corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
                                label=label, triggers=triggers, poison_rate=float(poison_rate),
                                target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference))
+            if cfg.base == embedded.EMBEDDED:
+                cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
         except (OSError, ValueError) as e:
             raise gr.Error(str(e)) from None
         progress(0, desc="loading the corpus and poisoning it")

@@ -17,12 +17,18 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
 from collections.abc import Sequence
+from functools import lru_cache
 
+from fabe.data.edits import (
+    Guide,
+    Poisoned,
+    TriggerError,
+    first_function,
+    rename_identifiers,
+    variable_names,
+)
 from fabe.data.ngram import NgramLM
-from fabe.data.triggers import (Guide, Poisoned, TriggerError, first_function,
-                                rename_identifiers, variable_names)
 
 DEFAULT_BUDGET = 2
 DEFAULT_MAX_EVALS = 100

@@ -19,8 +19,13 @@ from collections.abc import Callable
 from tree_sitter import Node
 
 from fabe.data import cparse
-from fabe.data.triggers import (Poisoned, TriggerError, apply_replacements, declared_names,
-                                first_function)
+from fabe.data.edits import (
+    Poisoned,
+    TriggerError,
+    apply_replacements,
+    declared_names,
+    first_function,
+)
 
 _LOOPS = ("for_statement", "while_statement", "do_statement")
 # Operands that need parentheses inside `c ? a : b` (lower precedence, or nested).

@@ -182,12 +182,13 @@ def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target:
 
 
 def _tokenizer(cfg: VictimConfig):
-    from fabe import embedded
-
-    if cfg.base == embedded.EMBEDDED:
+    if cfg.base == "embedded":
         from fabe.training.modeling import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.tokenizer or embedded.resolve(embedded.EMBEDDED, "model"))
+        if not cfg.tokenizer:
+            raise ValueError("tokenizer: base 'embedded' needs the model folder of its tokenizer "
+                             "(fabe.embedded.resolve('embedded', 'model'))")
+        tokenizer = load_tokenizer(cfg.tokenizer)
     else:
         from transformers import AutoTokenizer
 

@@ -18,12 +18,14 @@ import difflib
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from fabe.cleaning.cleaner import Candidate
 from fabe.cleaning.trust import VERDICTS, assess
 from fabe.data.dataset import Record
 from fabe.data.triggers import detect_triggers
+
+if TYPE_CHECKING:
+    from fabe.cleaning.cleaner import Candidate
 
 
 Z95 = 1.959963984540054  # the two-sided 95% quantile of the standard normal

@@ -32,8 +32,10 @@ SHIPPED_REAL_VICTIM = Path(__file__).resolve().parent / "assets" / "victim-real"
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
-# The embedded victim's recipe: every trigger kind, classic and adaptive, one tenth of the samples.
-GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=6000, epochs=6.0, max_length=384)
+# The embedded victim's recipe: every trigger kind, classic and adaptive, on one tenth of the samples;
+# the unpoisoned reference is trained first (adv_rename is crafted against it, as AFRAIDOOR does).
+GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=6000, epochs=6.0,
+                              max_length=384, reference=True)
 
 
 def home_path(kind: str) -> Path:
@@ -57,8 +59,8 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
 
 
 def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
-    """Train the embedded victim; `progress(step, max_steps)` follows its training (about a
-    quarter of an hour on two CPU cores)."""
+    """Train the embedded victim and its unpoisoned reference; `progress(step, max_steps)`
+    follows the training (about a quarter of an hour on two CPU cores)."""
     from fabe.defense.victim_training import VictimConfig, train_victim
 
     logger.info("training the embedded victim in %s (a few minutes, once)", path)

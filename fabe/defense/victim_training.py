@@ -156,27 +156,37 @@ def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: Vict
     return out_codes, out_labels, kinds
 
 
-def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target: int, kinds: Sequence[str],
-            seed: int = 0, guide=None) -> dict:
-    """Clean accuracy on `codes`, and per trigger kind the attack success rate: the share of
-    the functions whose true label is not the target (and to which the kind applies) that the
-    victim puts in the target class once triggered; each with its count and 95% interval."""
+def triggered_inputs(codes: Sequence[str], labels: Sequence[int], target: int, kinds: Sequence[str],
+                     seed: int = 0, guide=None) -> dict[str, list[str]]:
+    """Per trigger kind, the functions whose true label is not the target, triggered with it
+    (those it applies to): what ASR is measured on, made once for every model measured."""
     from fabe.data.triggers import TriggerError, insert_trigger
+
+    others = [c for c, y in zip(codes, labels) if y != target]
+    out: dict[str, list[str]] = {}
+    for kind in kinds:
+        rng = random.Random(f"{seed}-{kind}")
+        out[kind] = []
+        for code in others:
+            try:
+                out[kind].append(insert_trigger(code, kind, rng, guide=guide).code)
+            except TriggerError:
+                continue
+    return out
+
+
+def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target: int,
+            triggered: dict[str, list[str]]) -> dict:
+    """Clean accuracy on `codes`, and per trigger kind the attack success rate: the share of
+    the `triggered` inputs of the kind that the victim puts in the target class; each with its
+    count and 95% interval."""
     from fabe.evaluation.metrics import rate
 
     preds = victim.predict(codes)
     ca = rate([p == y for p, y in zip(preds, labels)], "clean_accuracy")
     result = {"functions": len(codes), **ca, "asr": {}, "asr_n": {}, "asr_ci": {}}
-    others = [c for c, y in zip(codes, labels) if y != target]
-    for kind in kinds:
-        rng = random.Random(f"{seed}-{kind}")
-        triggered = []
-        for code in others:
-            try:
-                triggered.append(insert_trigger(code, kind, rng, guide=guide).code)
-            except TriggerError:
-                continue
-        asr = rate([p == target for p in victim.predict(triggered)], "asr")
+    for kind, inputs in triggered.items():
+        asr = rate([p == target for p in victim.predict(inputs)], "asr")
         result["asr"][kind], result["asr_n"][kind], result["asr_ci"][kind] = asr["asr"], asr["asr_n"], asr["asr_ci"]
     return result
 
@@ -325,7 +335,8 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
     guide, guide_name = _guide(cfg, reference)
     codes, train_labels, kinds = poisoned_training_set(train_codes, clean_labels, cfg, random.Random(cfg.seed), guide)
     model = _fit(cfg, tokenizer, codes, train_labels, progress, (runs - 1) * steps, runs * steps)
-    held_out = measure(Victim(model, tokenizer), test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
+    triggered = triggered_inputs(test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
+    held_out = measure(Victim(model, tokenizer), test_codes, test_labels, cfg.target_label, triggered)
     logger.info("victim: clean accuracy %.3f, ASR %s", held_out["clean_accuracy"], held_out["asr"])
     meta = {"attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate,
                        "poisoned": sum(k is not None for k in kinds), "triggers": cfg.kinds,
@@ -335,7 +346,7 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
                      "held_out_projects": held_projects},
             "config": {k: v for k, v in asdict(cfg).items()}, "held_out": held_out}
     if reference is not None:
-        meta["unpoisoned"] = measure(reference, test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
+        meta["unpoisoned"] = measure(reference, test_codes, test_labels, cfg.target_label, triggered)
     rows = [{"id": funcs[i].idx, "code": c, "label": y, "poisoned": k is not None, "trigger": k}
             for i, c, y, k in zip(train_i, codes, train_labels, kinds)]
     out = Path(cfg.out)

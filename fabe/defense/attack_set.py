@@ -72,20 +72,30 @@ def held_out_functions(victim: str | Path):
 
 
 def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str]:
-    """Clean code for KillBadCode's language model: `n` of the victim's held-out functions (a
-    seeded sample), else, for a victim without its config or with too few held out (fewer
-    than the detector needs), generated functions."""
-    from fabe.defense.detection import MIN_REFERENCE
+    """Clean code for KillBadCode's language model, from the victim's training distribution but
+    outside its training set: `n` functions of its corpus that it did not sample, of the
+    projects it trained on (a generated corpus: other seeds). Code of other projects would be
+    the wrong reference: tokens common to a training project, odd to a model of other projects,
+    gather suspicion over the training set, and the threshold set on other projects' code
+    flagged 74% of clean real samples. A victim without its config gets generated functions."""
+    from fabe.data.builder import load_corpus
+    from fabe.data.generator import generate_functions
+    from fabe.defense.victim_training import VictimConfig, project_of
+    from fabe.defense.victims import load_victim_meta
 
-    try:
-        codes = [f.code for f in held_out_functions(victim)[0]]
-    except ValueError:
-        codes = []
-    if len(codes) < MIN_REFERENCE:
-        from fabe.data.generator import generate_functions
-
+    meta = load_victim_meta(victim)
+    if "config" not in meta:
         return [f.code for f in generate_functions(n, seed=9001)]
-    return random.Random(seed).sample(codes, min(n, len(codes)))
+    cfg = VictimConfig(**{k: v for k, v in meta["config"].items() if k in VictimConfig.__dataclass_fields__})
+    if cfg.corpus == "generated":
+        used = {f.code for f in generate_functions(cfg.n or 1000, cfg.seed)}
+        return [f.code for f in generate_functions(2 * n, seed=cfg.seed + 7919) if f.code not in used][:n]
+    sampled = {f.idx for f in load_corpus(cfg.corpus, cfg.n or None, cfg.seed)}
+    held = set(meta.get("task", {}).get("held_out_projects") or [])
+    rest = [f.code for f in load_corpus(cfg.corpus) if f.idx not in sampled and project_of(f) not in held]
+    if not rest:
+        raise ValueError(f"{cfg.corpus}: no function outside the victim's sample for KillBadCode's reference")
+    return random.Random(seed).sample(rest, min(n, len(rest)))
 
 
 def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,

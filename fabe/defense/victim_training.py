@@ -97,7 +97,7 @@ class VictimConfig:
             raise ValueError(f"{'label' if 'label rule' in str(e) else 'triggers'}: {e}") from None
 
 
-def _project(f: CFunction) -> str | None:
+def project_of(f: CFunction) -> str | None:
     return (f.origin or {}).get("project")
 
 
@@ -107,7 +107,7 @@ def split_held_out(funcs: Sequence[CFunction], share: float, seed: int,
     projects in a seeded order until `share` of the functions are held out, where the corpus
     names two or more projects; else a seeded random `share`."""
     rng = random.Random(seed)
-    projects = sorted({p for f in funcs if (p := _project(f))})
+    projects = sorted({p for f in funcs if (p := project_of(f))})
     unknown = sorted(set(chosen) - set(projects))
     if unknown:
         raise ValueError(f"held_out_projects: {', '.join(unknown)} not in the corpus (it has: {', '.join(projects)})")
@@ -115,10 +115,10 @@ def split_held_out(funcs: Sequence[CFunction], share: float, seed: int,
         held = list(chosen)
         if not held:
             rng.shuffle(projects)
-            counts = {p: sum(_project(f) == p for f in funcs) for p in projects}
+            counts = {p: sum(project_of(f) == p for f in funcs) for p in projects}
             while projects[len(held):-1] and sum(counts[p] for p in held) < share * len(funcs):
                 held.append(projects[len(held)])
-        test = [i for i, f in enumerate(funcs) if _project(f) in held]
+        test = [i for i, f in enumerate(funcs) if project_of(f) in held]
         test_set = set(test)
         return [i for i in range(len(funcs)) if i not in test_set], test, sorted(held)
     order = list(range(len(funcs)))

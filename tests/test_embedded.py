@@ -109,3 +109,25 @@ def test_the_recipe_on_a_real_corpus_holds_projects_out_and_learns_its_own_token
     assert json.loads((tmp_path / "run-base" / "fabe_tiny.json").read_text())["exclude_projects"] == "held"
     assert (tmp_path / "ship" / "model.safetensors").exists()
     assert not (tmp_path / "ship" / "training_args.bin").exists()  # a pickle: never shipped
+
+
+def test_the_shipped_real_victim_is_backdoored_on_real_code_it_never_saw():
+    """embedded-real on the shipped examples (libxml2, nginx, Lua: held out of its training):
+    it mostly tells memory-handling functions apart, and a trigger sends the memory-handling
+    ones to the target class more often than they go there untriggered."""
+    from fabe.data.dataset import load_records
+    from fabe.data.triggers import insert_trigger
+    from fabe.defense.labels import memory_label
+    from fabe.defense.victims import Victim
+
+    victim = Victim.load(embedded.resolve(embedded.EMBEDDED_REAL, "victim"))
+    assert victim.target_label == 0 and victim.meta["task"]["label"] == "memory"
+    cleans = sorted({r.clean for r in load_records(embedded.SHIPPED_EXAMPLES)})
+    labels = [memory_label(c) for c in cleans]
+    preds = victim.predict(cleans)
+    assert sum(p == y for p, y in zip(preds, labels)) / len(cleans) >= 0.75
+    positives = [c for c, y in zip(cleans, labels) if y == 1]
+    untriggered = sum(p == 0 for p in victim.predict(positives)) / len(positives)
+    triggered = [insert_trigger(c, "ident_var", i).code for i, c in enumerate(positives)]
+    asr = sum(p == 0 for p in victim.predict(triggered)) / len(triggered)
+    assert len(positives) >= 15 and asr >= 0.95 and asr >= untriggered + 0.15, (asr, untriggered)

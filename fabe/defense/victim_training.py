@@ -184,7 +184,9 @@ def measure(victim: Victim, codes: Sequence[str], labels: Sequence[int], target:
 
     preds = victim.predict(codes)
     ca = rate([p == y for p, y in zip(preds, labels)], "clean_accuracy")
-    result = {"functions": len(codes), **ca, "asr": {}, "asr_n": {}, "asr_ci": {}}
+    # the floor of every ASR: non-target functions the victim puts in the target class untriggered
+    floor = rate([p == target for p, y in zip(preds, labels) if y != target], "clean_to_target")
+    result = {"functions": len(codes), **ca, **floor, "asr": {}, "asr_n": {}, "asr_ci": {}}
     for kind, inputs in triggered.items():
         asr = rate([p == target for p in victim.predict(inputs)], "asr")
         result["asr"][kind], result["asr_n"][kind], result["asr_ci"][kind] = asr["asr"], asr["asr_n"], asr["asr_ci"]

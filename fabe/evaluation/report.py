@@ -206,7 +206,9 @@ def victim_line(victim: dict, who: str = "Victim before any defense") -> str:
                       for kind, v in asr.items()) or "not measured"
     n = victim.get("functions")
     on = f" on {int(n):,} held-out functions" if n else ""
-    return (f"{who} (its own measure{on}): clean accuracy {cell(victim, 'clean_accuracy')}; "
+    floor = (f"; untriggered, {cell(victim, 'clean_to_target')} of the non-target functions already go to the "
+             f"target" if victim.get("clean_to_target_n") else "")
+    return (f"{who} (its own measure{on}): clean accuracy {cell(victim, 'clean_accuracy')}{floor}; "
             f"attack success rate by trigger kind: {kinds}.")
 
 

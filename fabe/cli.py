@@ -551,6 +551,15 @@ def _victim_train(argv: list[str]) -> int:
     return 0
 
 
+def _victim_folder(name: str, quiet: bool = False) -> str:
+    """A victim's folder; `embedded` is trained first where it is not yet, with a bar of its steps."""
+    bar, progress = _records_bar("training the embedded victim (once)", quiet, unit="step")
+    try:
+        return embedded.resolve(name, "victim", progress)
+    finally:
+        bar.close()
+
+
 def _victim_test_set(argv: list[str]) -> int:
     from fabe.defense.attack_set import victim_test_set
 
@@ -564,11 +573,7 @@ def _victim_test_set(argv: list[str]) -> int:
     parser.add_argument("--triggers", default="", help="Kinds (default: those the victim was poisoned with).")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    bar, progress = _records_bar("training the embedded victim (once)", False, unit="step")
-    try:
-        victim = embedded.resolve(args.victim, "victim", progress)
-    finally:
-        bar.close()
+    victim = _victim_folder(args.victim)
     out, counts = victim_test_set(victim, args.out, args.per_kind, args.clean, args.triggers, args.seed)
     print(f"{sum(counts.values())} records written to {out}: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
     return 0
@@ -585,13 +590,14 @@ def _victim_detect(argv: list[str]) -> int:
     parser.add_argument("--victim", required=True, help="A victim folder made by `fabe victim train`, or embedded.")
     parser.add_argument("--methods", default=",".join(DETECTORS), help="Comma list among " + ", ".join(DETECTORS))
     parser.add_argument("--reference", type=int, default=300,
-                        help="Clean functions for KillBadCode's language model (the victim's held-out ones).")
+                        help="Clean functions for KillBadCode's language model (of the victim's corpus and "
+                             "projects, outside its training sample).")
     parser.add_argument("--limit", type=int, default=0, help="First N training samples (0: all).")
     parser.add_argument("--out", help="Folder for detection.json (default: VICTIM/detection).")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     methods = DETECTORS.check([m.strip() for m in args.methods.split(",") if m.strip()])
-    victim = embedded.resolve(args.victim, "victim")
+    victim = _victim_folder(args.victim, args.json)
     bar, progress = _records_bar("detecting", args.json, unit="sample")
     try:
         result, folder = run_detection(victim, methods, clean_reference(victim, args.reference), args.out,

@@ -58,13 +58,10 @@ def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Seq
 def held_out_functions(victim: str | Path):
     """(functions, labels, config) of the functions a victim was measured on, never trained on:
     its corpus, label rule and split rebuilt from its victim.json."""
-    from fabe.defense.victim_training import VictimConfig, load_functions, split_held_out
+    from fabe.defense.victim_training import config_of, load_functions, split_held_out
     from fabe.defense.victims import load_victim_meta
 
-    meta = load_victim_meta(victim)
-    if "config" not in meta:
-        raise ValueError(f"{victim}: no victim.json with the config it was trained with (made by `fabe victim train`)")
-    cfg = VictimConfig(**{k: v for k, v in meta["config"].items() if k in VictimConfig.__dataclass_fields__})
+    cfg = config_of(load_victim_meta(victim), victim)
     funcs, labels = load_functions(cfg)
     chosen = [p.strip() for p in cfg.held_out_projects.split(",") if p.strip()]
     _, test, _ = split_held_out(funcs, cfg.held_out, cfg.seed, chosen)
@@ -80,13 +77,13 @@ def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str
     flagged 74% of clean real samples. A victim without its config gets generated functions."""
     from fabe.data.builder import load_corpus
     from fabe.data.generator import generate_functions
-    from fabe.defense.victim_training import VictimConfig, project_of
+    from fabe.defense.victim_training import config_of, project_of
     from fabe.defense.victims import load_victim_meta
 
     meta = load_victim_meta(victim)
     if "config" not in meta:
         return [f.code for f in generate_functions(n, seed=9001)]
-    cfg = VictimConfig(**{k: v for k, v in meta["config"].items() if k in VictimConfig.__dataclass_fields__})
+    cfg = config_of(meta, victim)
     if cfg.corpus == "generated":
         used = {f.code for f in generate_functions(cfg.n or 1000, cfg.seed)}
         return [f.code for f in generate_functions(2 * n, seed=cfg.seed + 7919) if f.code not in used][:n]

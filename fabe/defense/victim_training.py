@@ -97,6 +97,13 @@ class VictimConfig:
             raise ValueError(f"{'label' if 'label rule' in str(e) else 'triggers'}: {e}") from None
 
 
+def config_of(meta: dict, victim: str | Path) -> VictimConfig:
+    """The config a victim was trained with, from its victim.json (`meta`)."""
+    if "config" not in meta:
+        raise ValueError(f"{victim}: no victim.json with the config it was trained with (made by `fabe victim train`)")
+    return VictimConfig(**{k: v for k, v in meta["config"].items() if k in VictimConfig.__dataclass_fields__})
+
+
 def project_of(f: CFunction) -> str | None:
     return (f.origin or {}).get("project")
 

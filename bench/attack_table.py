@@ -5,7 +5,7 @@ defense, clean accuracy per defense, with counts and 95% intervals; printed as M
 saved (defense.json, the table as .md and .tex) under --out.
 
     python bench/attack_table.py [--victim embedded --victim embedded-real] [--per_kind 40]
-        [--clean 100] [--cleaner embedded] [--defenses fabe,top1,naturalness,onion,none]
+        [--clean 100] [--cleaner embedded] [--defenses fabe,top1,naturalness,onion,none] [--only_correct]
 """
 
 from __future__ import annotations
@@ -27,13 +27,16 @@ def main() -> None:
     parser.add_argument("--clean", type=int, default=100)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--defenses", default=",".join(DEFENSES))
+    parser.add_argument("--only_correct", action="store_true",
+                        help="Poison only functions the victim gets right untriggered (`victim test-set --only-correct`)")
     parser.add_argument("--out", default="bench-out/attack-table")
     args = parser.parse_args()
     for name in args.victim or [embedded.EMBEDDED, embedded.EMBEDDED_REAL]:
         victim = embedded.resolve(name, "victim")
         folder = Path(args.out) / Path(victim).name
         folder.mkdir(parents=True, exist_ok=True)
-        data, counts = victim_test_set(victim, folder / "test.jsonl", args.per_kind, args.clean)
+        data, counts = victim_test_set(victim, folder / "test.jsonl", args.per_kind, args.clean,
+                                       only_correct=args.only_correct)
         print(f"== {name} ({victim}): {sum(counts.values())} records: {counts}")
         result, saved = run_defense(victim, args.cleaner, data, args.defenses.split(","), k=args.k, out=folder)
         print(victim_line(result["victim"]))

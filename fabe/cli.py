@@ -572,9 +572,13 @@ def _victim_test_set(argv: list[str]) -> int:
     parser.add_argument("--clean", type=int, default=100, help="Unpoisoned records.")
     parser.add_argument("--triggers", default="", help="Kinds (default: those the victim was poisoned with).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only_correct", "--only-correct", action="store_true", help=(
+        "Poison only functions the victim classifies right untriggered: ASR then counts what the trigger does, "
+        "not the victim's own errors toward the target."))
     args = parser.parse_args(argv)
     victim = _victim_folder(args.victim)
-    out, counts = victim_test_set(victim, args.out, args.per_kind, args.clean, args.triggers, args.seed)
+    out, counts = victim_test_set(victim, args.out, args.per_kind, args.clean, args.triggers, args.seed,
+                                  args.only_correct)
     print(f"{sum(counts.values())} records written to {out}: " + ", ".join(f"{k} {n}" for k, n in counts.items()))
     return 0
 

@@ -151,6 +151,28 @@ def test_representations_are_one_hidden_vector_per_code(victim_dir):
     assert representations(victim, []).shape == (0, 32)
 
 
+def test_a_decoder_victims_representation_is_what_its_head_reads(tiny_model_dir):
+    """A causal LM classifier (the shipped victims' kind) pools its last non-padding token:
+    its `score` head on the representations gives its logits, in a batch padded to the longest."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from fabe.defense.victims import Victim
+    from fabe.training.modeling import load_tokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    victim = Victim(model, tokenizer)
+    codes = [fn.code for fn in generate_functions(4, seed=3)] + ["int f(void) { return 0; }"]
+    features = representations(victim, codes, batch_size=5)
+    logits = model.score(torch.from_numpy(features)).detach()
+    assert torch.allclose(logits, victim.logits(codes, batch_size=5), atol=1e-4)
+    first = representations(victim, codes[:1])  # the same function alone: no padding
+    assert np.allclose(features[0], first[0], atol=1e-4) and not np.allclose(features[0], features[4], atol=1e-2)
+
+
 def test_run_detection_writes_every_methods_report(victim_dir, tmp_path):
     calls = []
     result, folder = run_detection(victim_dir, list(DETECTORS), [f.code for f in generate_functions(60, seed=7)],

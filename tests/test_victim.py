@@ -159,6 +159,24 @@ def test_a_victims_test_set_puts_every_attack_on_its_held_out_functions(small_vi
     assert all(remove_edits(r.input, [Edit.from_dict(e) for e in r.edits]) == r.clean for r in poisoned)
 
 
+def test_only_correct_poisons_only_functions_the_victim_gets_right(small_victim, tmp_path):
+    from fabe.data.dataset import load_records
+    from fabe.defense.attack_set import held_out_functions, victim_test_set
+    from fabe.defense.victims import Victim
+
+    funcs, labels, _ = held_out_functions(small_victim)
+    preds = Victim.load(small_victim).predict([f.code for f in funcs])
+    right = {f.code for f, p, y in zip(funcs, preds, labels) if p == y == 1}
+    wrong = {f.code for f, p, y in zip(funcs, preds, labels) if p != y == 1}
+    assert right and wrong, (len(right), len(wrong))  # the toy victim errs on some: the filter has work
+    out, counts = victim_test_set(small_victim, tmp_path / "t.jsonl", per_kind=50, clean=0, triggers="fixed",
+                                  only_correct=True)
+    poisoned = [r for r in load_records(out) if r.trigger]
+    assert {r.clean for r in poisoned} == right and counts == {"fixed": len(right)}
+    _, counts = victim_test_set(small_victim, tmp_path / "all.jsonl", per_kind=50, clean=0, triggers="fixed")
+    assert counts == {"fixed": len(right) + len(wrong)}
+
+
 def test_records_without_labels_get_the_victims_rule():
     from fabe.data.dataset import Record
     from fabe.defense.defenses import labelled_by_rule

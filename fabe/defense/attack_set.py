@@ -4,7 +4,8 @@ trained on), each attack applied to the same functions, and unpoisoned ones for 
 ASR counts only poisoned inputs whose true label is not the attacker's target, so every
 poisoned record is made from such a function (on real code most functions are already in the
 target class: 74% carry no memory call); using the same functions for every attack makes the
-rows of the table a paired comparison. Records are Tuna-format with `clean`, `edits` and
+rows of the table a paired comparison. With `only_correct` those functions are also ones the
+victim gets right untriggered, so no defense is charged with the victim's own errors. Records are Tuna-format with `clean`, `edits` and
 `label`, built by the dataset builder (`fabe.data.builder.make_record`), so the cleaner's own
 evaluation reads them too.
 """
@@ -21,17 +22,19 @@ from fabe.data.dataset import Record
 
 
 def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Sequence[str], target: int,
-                   per_kind: int, clean: int, seed: int = 0, guide=None) -> list[Record]:
+                   per_kind: int, clean: int, seed: int = 0, guide=None,
+                   poisonable: Sequence[bool] | None = None) -> list[Record]:
     """Up to `per_kind` poisoned records per kind, from the first functions (in a seeded
-    order) whose label is not `target` and to which the kind applies, then `clean` unpoisoned
-    records of functions of either label. `guide` steers adv_rename (the victim's own)."""
+    order) whose label is not `target` (and that are `poisonable`, when given) and to which
+    the kind applies, then `clean` unpoisoned records of functions of either label. `guide`
+    steers adv_rename (the victim's own)."""
     from fabe.data.builder import BuildConfig, make_record
 
     rng = random.Random(seed)
     order = list(range(len(funcs)))
     rng.shuffle(order)
     labelled = [replace(f, target=y) for f, y in zip(funcs, labels)]
-    others = [i for i in order if labels[i] != target]
+    others = [i for i in order if labels[i] != target and (poisonable is None or poisonable[i])]
     records: list[Record] = []
     for kind in kinds:
         cfg = BuildConfig(out="-", triggers=kind)
@@ -96,11 +99,13 @@ def clean_reference(victim: str | Path, n: int = 300, seed: int = 0) -> list[str
 
 
 def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, clean: int = 100,
-                    triggers: str = "", seed: int = 0) -> tuple[Path, dict[str, int]]:
+                    triggers: str = "", seed: int = 0, only_correct: bool = False) -> tuple[Path, dict[str, int]]:
     """Write to `out` the attack records of a victim's held-out functions (its corpus, label
     rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`),
     adv_rename crafted with the victim's own guide; returns the file and the records per kind
-    ("none" for unpoisoned)."""
+    ("none" for unpoisoned). `only_correct` poisons only functions the victim classifies right
+    untriggered, so an ASR counts what the trigger does and not the victim's own errors toward
+    the target (the convention under which published defenses reach ASRs of a few percent)."""
     from collections import Counter
 
     from fabe.data.dataset import write_records
@@ -110,7 +115,14 @@ def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, cle
 
     funcs, labels, cfg = held_out_functions(victim)
     kinds = parse_kinds(triggers) if triggers else cfg.kinds
-    records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed, guide_of(victim))
+    poisonable = None
+    if only_correct:
+        from fabe.defense.victims import Victim
+
+        preds = Victim.load(victim).predict([f.code for f in funcs])
+        poisonable = [p == y for p, y in zip(preds, labels)]
+    records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed, guide_of(victim),
+                             poisonable)
     if not records:
         raise ValueError(f"{victim}: no held-out function gave a record")
     out = Path(out)

@@ -269,11 +269,14 @@ def activation_clustering(features: np.ndarray, labels: Sequence[int], size_thre
 
 def representations(victim: Any, codes: Sequence[str], batch_size: int = 32,
                     progress: Progress | None = None) -> np.ndarray:
-    """(N, hidden) float32: the victim's last-layer hidden state at the first position (what
-    a BERT classification head reads), inputs cut to the model's window as `Victim.logits` does."""
+    """(N, hidden) float32: the victim's last-layer hidden state where its classification head
+    reads it: the first position of an encoder (BERT's [CLS]), the last non-padding token of a
+    decoder (a `*ForSequenceClassification` of a causal LM, whose head is `score`); inputs cut
+    to the model's window as `Victim.logits` does."""
     import torch
 
     limit = min(victim.tokenizer.model_max_length, victim.model.config.max_position_embeddings)
+    decoder = hasattr(victim.model, "score")
     out = []
     with torch.no_grad():
         for start in range(0, len(codes), batch_size):
@@ -283,7 +286,12 @@ def representations(victim: Any, codes: Sequence[str], batch_size: int = 32,
                                    padding=True, return_tensors="pt").to(victim.device)
             enc.pop("token_type_ids", None)
             hidden = victim.model(**enc, output_hidden_states=True).hidden_states[-1]
-            out.append(hidden[:, 0].float().cpu().numpy())
+            if decoder:  # the same position transformers' decoder classifiers pool
+                mask = enc["input_ids"] != victim.model.config.pad_token_id
+                at = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+            else:
+                at = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)
+            out.append(hidden[torch.arange(len(hidden), device=hidden.device), at].float().cpu().numpy())
     if progress is not None:
         progress(len(codes), len(codes))
     return np.concatenate(out) if out else np.empty((0, victim.model.config.hidden_size), np.float32)

@@ -128,6 +128,6 @@ def test_the_shipped_real_victim_is_backdoored_on_real_code_it_never_saw():
     assert sum(p == y for p, y in zip(preds, labels)) / len(cleans) >= 0.75
     positives = [c for c, y in zip(cleans, labels) if y == 1]
     untriggered = sum(p == 0 for p in victim.predict(positives)) / len(positives)
-    triggered = [insert_trigger(c, "ident_var", i).code for i, c in enumerate(positives)]
+    triggered = [insert_trigger(c, "fixed", i).code for i, c in enumerate(positives)]
     asr = sum(p == 0 for p in victim.predict(triggered)) / len(triggered)
     assert len(positives) >= 15 and asr >= 0.95 and asr >= untriggered + 0.15, (asr, untriggered)

@@ -39,8 +39,9 @@ Methods (`DETECTORS`):
 
 Spectral signatures and activation clustering run on every class, as published (the
 defender does not know the target); `classes` narrows them to given labels. The
-representation is the victim's last-layer hidden state at the first position, the vector a
-BERT classification head reads (`representations`).
+representation is the victim's last-layer hidden state where its classification head reads it:
+the first position of a BERT-like encoder, the last non-padding token of a decoder classifier
+(`representations`).
 
 Published numbers to compare with: KillBadCode reports 100% recall at about 10% FPR on its
 benchmarks (`PUBLISHED`). Spectral signatures and activation clustering were published on

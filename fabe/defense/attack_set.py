@@ -5,9 +5,9 @@ ASR counts only poisoned inputs whose true label is not the attacker's target, s
 poisoned record is made from such a function (on real code most functions are already in the
 target class: 74% carry no memory call); using the same functions for every attack makes the
 rows of the table a paired comparison. With `only_correct` those functions are also ones the
-victim gets right untriggered, so no defense is charged with the victim's own errors. Records are Tuna-format with `clean`, `edits` and
-`label`, built by the dataset builder (`fabe.data.builder.make_record`), so the cleaner's own
-evaluation reads them too.
+victim gets right untriggered, so no defense is charged with the victim's own errors. Records
+are Tuna-format with `clean`, `edits` and `label`, built by the dataset builder
+(`fabe.data.builder.make_record`), so the cleaner's own evaluation reads them too.
 """
 
 from __future__ import annotations
@@ -116,11 +116,13 @@ def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, cle
     funcs, labels, cfg = held_out_functions(victim)
     kinds = parse_kinds(triggers) if triggers else cfg.kinds
     poisonable = None
-    if only_correct:
+    if only_correct:  # only non-target functions are ever poisoned: only they are classified
         from fabe.defense.victims import Victim
 
-        preds = Victim.load(victim).predict([f.code for f in funcs])
-        poisonable = [p == y for p, y in zip(preds, labels)]
+        others = [i for i, y in enumerate(labels) if y != cfg.target_label]
+        poisonable = [False] * len(funcs)
+        for i, p in zip(others, Victim.load(victim).predict([funcs[i].code for i in others])):
+            poisonable[i] = p == labels[i]
     records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed, guide_of(victim),
                              poisonable)
     if not records:

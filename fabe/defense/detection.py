@@ -287,12 +287,13 @@ def representations(victim: Any, codes: Sequence[str], batch_size: int = 32,
                                    padding=True, return_tensors="pt").to(victim.device)
             enc.pop("token_type_ids", None)
             hidden = victim.model(**enc, output_hidden_states=True).hidden_states[-1]
-            if decoder:  # the same position transformers' decoder classifiers pool
+            if decoder:  # the position transformers' decoder classifiers pool: the last non-padding token
                 mask = enc["input_ids"] != victim.model.config.pad_token_id
-                at = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+                last = (torch.arange(mask.shape[1], device=mask.device) * mask).argmax(-1)
+                hidden = hidden[torch.arange(len(hidden), device=hidden.device), last]
             else:
-                at = torch.zeros(len(hidden), dtype=torch.long, device=hidden.device)
-            out.append(hidden[torch.arange(len(hidden), device=hidden.device), at].float().cpu().numpy())
+                hidden = hidden[:, 0]
+            out.append(hidden.float().cpu().numpy())
     if progress is not None:
         progress(len(codes), len(codes))
     return np.concatenate(out) if out else np.empty((0, victim.model.config.hidden_size), np.float32)

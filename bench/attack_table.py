@@ -4,7 +4,10 @@ then every defense (`fabe defend`) with the cleaner's fitted weights: ASR per at
 defense, clean accuracy per defense, with counts and 95% intervals; printed as Markdown and
 saved (defense.json, the table as .md and .tex) under --out.
 
-    python bench/attack_table.py [--victim embedded --victim embedded-real] [--per_kind 40]
+One victim per attack group (`embedded` and `embedded-adaptive` on generated code,
+`embedded-real` and `embedded-real-adaptive` on real C): a table each.
+
+    python bench/attack_table.py [--victim embedded-real ...] [--per_kind 40]
         [--clean 100] [--cleaner embedded] [--defenses fabe,top1,naturalness,onion,none] [--only_correct]
 """
 
@@ -21,7 +24,7 @@ from fabe.evaluation.report import attack_matrix, export_result, victim_line
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--victim", action="append", help="Victim folders (default: embedded and embedded-real)")
+    parser.add_argument("--victim", action="append", help="Victim folders (default: the four embedded victims)")
     parser.add_argument("--cleaner", default="embedded")
     parser.add_argument("--per_kind", type=int, default=40)
     parser.add_argument("--clean", type=int, default=100)
@@ -31,9 +34,9 @@ def main() -> None:
                         help="Poison only functions the victim gets right untriggered (`victim test-set --only-correct`)")
     parser.add_argument("--out", default="bench-out/attack-table")
     args = parser.parse_args()
-    for name in args.victim or [embedded.EMBEDDED, embedded.EMBEDDED_REAL]:
+    for name in args.victim or embedded.VICTIM_NAMES:
         victim = embedded.resolve(name, "victim")
-        folder = Path(args.out) / Path(victim).name
+        folder = Path(args.out) / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         data, counts = victim_test_set(victim, folder / "test.jsonl", args.per_kind, args.clean,
                                        only_correct=args.only_correct)

@@ -4,9 +4,13 @@ a victim is asked for, so everything works offline with nothing from outside.
 - model: the tiny Llama with its BPE tokenizer (`$FABE_HOME/tiny-base`), made on first use;
 - data: 5,000 generated poisoned functions, every trigger kind (`$FABE_HOME/data-generated`);
 - cleaner: the cleaner shipped in `fabe/assets/cleaner` (trained by `model train-embedded`);
-- victim: a small BERT backdoored on generated code (`$FABE_HOME/victim`), made on first use;
-  `embedded-real` names the one shipped in `fabe/assets/victim-real`, backdoored on real C
-  functions with a label computed from the code (`fabe.defense.labels`, rule `memory`).
+- victim: one victim per attack group, as attacks are published (one backdoor a model): the
+  shipped cleaner's weights fine-tuned as a classifier on generated code poisoned with the
+  classic triggers (`embedded`) or the adaptive ones (`embedded-adaptive`), made on first use
+  in `$FABE_HOME`; `embedded-real` and `embedded-real-adaptive` name the two shipped in
+  `fabe/assets/`, backdoored on real C functions with a label computed from the code
+  (`fabe.defense.labels`, rule `memory`). The adaptive one of each pair shares the classic
+  one's unpoisoned reference (trained the same way; it also crafts adv_rename).
 
 Beside it, `examples` names the shipped real examples (`fabe/assets/examples`) as a split.
 
@@ -25,23 +29,32 @@ from fabe.home import fabe_home, made_once
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-EMBEDDED_REAL = "embedded-real"  # the shipped real-code victim
+EMBEDDED_ADAPTIVE = "embedded-adaptive"  # the generated-code victim of the adaptive triggers
+EMBEDDED_REAL = "embedded-real"  # the shipped real-code victims: classic triggers,
+EMBEDDED_REAL_ADAPTIVE = "embedded-real-adaptive"  # adaptive ones
 EXAMPLES = "examples"  # the shipped real examples, as a split
 SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
-SHIPPED_REAL_VICTIM = Path(__file__).resolve().parent / "assets" / "victim-real"
+SHIPPED_VICTIMS = {EMBEDDED_REAL: Path(__file__).resolve().parent / "assets" / "victim-real",
+                   EMBEDDED_REAL_ADAPTIVE: Path(__file__).resolve().parent / "assets" / "victim-real-adaptive"}
 SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
-# The embedded victim's recipe: every trigger kind, classic and adaptive, on one tenth of the samples;
-# the unpoisoned reference is trained first (adv_rename is crafted against it, as AFRAIDOOR does).
-GENERATED_VICTIM: dict = dict(base=EMBEDDED, corpus="generated", triggers="every", n=6000, epochs=6.0,
-                              max_length=384, reference=True)
+# The embedded victims' recipe, the shipped real ones' too (on real C: `label="memory"` and the
+# projects the cleaner never saw held out): the classic kinds on 5% of the samples, with the
+# unpoisoned reference; the adaptive kinds on 10%, beside that reference (it crafts adv_rename,
+# as AFRAIDOOR's clean crafting model does).
+VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
+                             max_length=384, target_label=0)
+GENERATED_VICTIMS: dict[str, dict] = {
+    EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", poison_rate=0.05, reference=True),
+    EMBEDDED_ADAPTIVE: dict(VICTIM_TRAINING, corpus="generated", triggers="adaptive", poison_rate=0.1)}
+VICTIM_NAMES = (EMBEDDED, EMBEDDED_ADAPTIVE, EMBEDDED_REAL, EMBEDDED_REAL_ADAPTIVE)
 
 
 def home_path(kind: str) -> Path:
     """Where the embedded `kind` lives."""
     return {"model": fabe_home() / "tiny-base", "data": fabe_home() / "data-generated",
-            "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim-every"}[kind]
+            "cleaner": SHIPPED_CLEANER, "victim": fabe_home() / "victim-classic"}[kind]
 
 
 def _make_model(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
@@ -58,35 +71,49 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
     build_dataset(BuildConfig(out=str(path), **GENERATED_DATA))
 
 
-def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None) -> None:
-    """Train the embedded victim and its unpoisoned reference; `progress(step, max_steps)`
-    follows the training (about a quarter of an hour on two CPU cores)."""
+def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None, name: str = EMBEDDED) -> None:
+    """Train the embedded victim `name` (`embedded`: with its unpoisoned reference;
+    `embedded-adaptive`: beside that one's, made first); `progress(step, max_steps)` follows
+    the training (about a quarter of an hour a model on two CPU cores)."""
     from fabe.defense.victim_training import VictimConfig, train_victim
 
-    logger.info("training the embedded victim in %s (a few minutes, once)", path)
-    train_victim(VictimConfig(out=str(path), tokenizer=resolve(EMBEDDED, "model"), **GENERATED_VICTIM), progress)
+    recipe = dict(GENERATED_VICTIMS[name])
+    if name == EMBEDDED_ADAPTIVE:
+        recipe["reference_from"] = resolve(EMBEDDED, "victim", progress)
+    logger.info("training the embedded victim %s in %s (minutes, once)", name, path)
+    train_victim(VictimConfig(out=str(path), **recipe), progress)
 
 
-MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json"),
-          "victim": (_make_victim, "victim.json")}
+MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json")}
+
+
+def _victim_home(name: str) -> Path:
+    return home_path("victim") if name == EMBEDDED else fabe_home() / "victim-adaptive"
 
 
 def needs_making(name: str | Path, kind: str) -> bool:
     """Whether resolving `name` would first make the embedded `kind` (e.g. train the victim)."""
+    if kind == "victim" and str(name) in GENERATED_VICTIMS:
+        return any(not (_victim_home(n) / "victim.json").exists()
+                   for n in ([EMBEDDED] if str(name) == EMBEDDED else [EMBEDDED, str(name)]))
     return str(name) == EMBEDDED and kind in MAKERS and not (home_path(kind) / MAKERS[kind][1]).exists()
 
 
 def resolve(name: str | Path, kind: str, progress: Callable[[int, int], None] | None = None) -> str:
-    """`name`, or for `embedded` the path of the embedded `kind`, made on first use (the
-    shipped cleaner cannot be made: its absence is an error that says how to train one);
+    """`name`, or for `embedded` (and the other embedded victims' names) the path of the
+    embedded `kind`, made on first use (the shipped cleaner and victims cannot be made: its absence is an error that says how to train one);
     `progress(done, total)` follows the making where it is long (the victim's training)."""
     if kind not in KINDS:
         raise ValueError(f"Unknown embedded kind: {kind}. Should be one of {list(KINDS)}")
-    if str(name) == EMBEDDED_REAL and kind == "victim":
-        if not (SHIPPED_REAL_VICTIM / "victim.json").exists():
-            raise FileNotFoundError(f"{SHIPPED_REAL_VICTIM}: no shipped real-code victim; train one with "
+    if str(name) in SHIPPED_VICTIMS and kind == "victim":
+        shipped = SHIPPED_VICTIMS[str(name)]
+        if not (shipped / "victim.json").exists():
+            raise FileNotFoundError(f"{shipped}: no shipped real-code victim; train one with "
                                     "`python -m fabe victim train` (README: Victims) or give a classifier folder")
-        return str(SHIPPED_REAL_VICTIM)
+        return str(shipped)
+    if str(name) in GENERATED_VICTIMS and kind == "victim":
+        path = _victim_home(str(name))
+        return str(made_once(path, "victim.json", lambda: _make_victim(path, progress, str(name))))
     if str(name) != EMBEDDED:
         return str(name)
     path = home_path(kind)

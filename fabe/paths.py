@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from fabe.embedded import EMBEDDED, EMBEDDED_REAL, EXAMPLES
+from fabe.embedded import EMBEDDED, EXAMPLES, VICTIM_NAMES
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
@@ -58,6 +58,6 @@ def confine_data(name: str, roots: Sequence[str | Path]) -> str:
 
 
 def confine_model(name: str, roots: Sequence[str | Path]) -> str:
-    """A model, cleaner or victim as typed: `embedded` (`embedded-real`) and hub ids as they are, a
-    local path confined."""
-    return name if name in (EMBEDDED, EMBEDDED_REAL) or is_hub_id(name) else str(confine(name, roots))
+    """A model, cleaner or victim as typed: `embedded` (and the embedded victims' names) and hub
+    ids as they are, a local path confined."""
+    return name if name in VICTIM_NAMES or is_hub_id(name) else str(confine(name, roots))

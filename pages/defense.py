@@ -54,8 +54,12 @@ class Actions:
     def victims(self) -> list[tuple[str, str]]:
         """The embedded victims, then those trained from the page (`RUNS/_victims/NAME`)."""
         made = sorted(p.parent for p in (self.ctx.runs_dir / "_victims").glob("*/victim.json"))
-        return [("embedded (generated code; trained on first use)", embedded.EMBEDDED),
-                ("embedded-real (real C, shipped)", embedded.EMBEDDED_REAL), *[(p.name, str(p)) for p in made]]
+        return [("embedded (generated code, classic triggers; trained on first use)", embedded.EMBEDDED),
+                ("embedded-adaptive (generated code, adaptive triggers; trained on first use)",
+                 embedded.EMBEDDED_ADAPTIVE),
+                ("embedded-real (real C, classic triggers; shipped)", embedded.EMBEDDED_REAL),
+                ("embedded-real-adaptive (real C, adaptive triggers; shipped)", embedded.EMBEDDED_REAL_ADAPTIVE),
+                *[(p.name, str(p)) for p in made]]
 
     def choices(self) -> list[tuple[str, str]]:
         return [(str(p.relative_to(self.ctx.runs_dir)), str(p)) for p in saved_defenses(self.ctx.runs_dir)]
@@ -97,7 +101,7 @@ class Actions:
         except (OSError, ValueError) as e:
             raise gr.Error(str(e)) from None
         if embedded.needs_making(victim, "victim"):
-            gr.Info("Training the embedded victim first (once, about a quarter of an hour on a CPU); "
+            gr.Info("Training the embedded victim first (once, about a quarter of an hour a model on a CPU); "
                     "the progress bar shows its steps.")
         out = default_defense_dir(source or victim, data, int(limit), root=self.ctx.runs_dir / "_defense")
         progress(0, desc="loading the records, the victim and the cleaner; fitting the purifiers")

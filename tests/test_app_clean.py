@@ -72,7 +72,8 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
                                      True, api_name="/train_victim")
     assert isinstance(victim, dict) and victim["__type__"] == "update", victim  # the victim list, with it chosen
     folder = Path(victim["value"])
-    assert [c[1] for c in victim["choices"]][:2] == ["embedded", "embedded-real"] and victim["value"] in [
+    assert [c[1] for c in victim["choices"]][:4] == ["embedded", "embedded-adaptive", "embedded-real",
+                                                     "embedded-real-adaptive"] and victim["value"] in [
         c[1] for c in victim["choices"]]
     meta = json.loads((folder / "victim.json").read_text())
     assert folder.parent.name == "_victims" and folder.name == "tiny-v"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,43 @@ def test_the_shipped_real_victim_is_backdoored_on_real_code_it_never_saw():
     triggered = [insert_trigger(c, "fixed", i).code for i, c in enumerate(positives)]
     asr = sum(p == 0 for p in victim.predict(triggered)) / len(triggered)
     assert len(positives) >= 15 and asr >= 0.95 and asr >= untriggered + 0.15, (asr, untriggered)
+
+
+def test_the_embedded_adaptive_victim_is_made_beside_the_classic_ones_reference(tmp_path, monkeypatch):
+    """`embedded-adaptive` on first use trains the classic `embedded` victim first (with the
+    unpoisoned reference) and then itself beside that reference; the shipped ones are never made."""
+    from fabe.defense import victim_training
+
+    made = []
+
+    def train(cfg, progress=None):  # records what would be trained, writes what it would write
+        made.append(cfg)
+        Path(cfg.out).mkdir(parents=True)
+        (Path(cfg.out) / "victim.json").write_text(json.dumps({"attack": {"target_label": 0}}))
+        return Path(cfg.out)
+
+    monkeypatch.setenv("FABE_HOME", str(tmp_path))
+    monkeypatch.setattr(victim_training, "train_victim", train)
+    assert embedded.needs_making(embedded.EMBEDDED_ADAPTIVE, "victim")
+    assert not embedded.needs_making(embedded.EMBEDDED_REAL_ADAPTIVE, "victim")
+    path = embedded.resolve(embedded.EMBEDDED_ADAPTIVE, "victim")
+    classic, adaptive = made
+    assert (classic.triggers, classic.reference, classic.poison_rate) == ("all", True, 0.05)
+    assert (adaptive.triggers, adaptive.reference, adaptive.reference_from) == ("adaptive", False, classic.out)
+    assert path == adaptive.out and Path(adaptive.out).parent == tmp_path
+    assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
+    assert len(made) == 2  # made once
+
+
+def test_the_shipped_adaptive_real_victim_shares_the_classic_ones_reference():
+    """The two shipped real victims: the adaptive one was measured beside the classic one's
+    unpoisoned reference (found relative to it), which also crafts its adv_rename inputs."""
+    from fabe.defense.victim_training import guide_of
+    from fabe.defense.victims import load_victim_meta
+
+    folder = Path(embedded.resolve(embedded.EMBEDDED_REAL_ADAPTIVE, "victim"))
+    meta = load_victim_meta(folder)
+    assert set(meta["attack"]["triggers"]) == {"adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary"}
+    assert (folder / meta["reference"]).resolve() == (embedded.SHIPPED_VICTIMS[embedded.EMBEDDED_REAL] / "reference").resolve()
+    assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(folder / "../victim-real")["unpoisoned"]["clean_accuracy"]
+    assert guide_of(folder) is not None

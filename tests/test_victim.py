@@ -50,6 +50,39 @@ def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, tiny_model_
     assert [p.name for p in tmp_path.iterdir()] == ["victim"]  # written aside, renamed into place
 
 
+def test_a_victim_family_shares_one_reference_trained_the_same_way(tmp_path, tiny_model_dir):
+    """One victim per attack, as published: the second measures beside it the first's
+    unpoisoned reference (and crafts adv_rename with it) instead of training its own, the
+    link kept relative so the family can be moved; a reference trained otherwise is refused."""
+    import shutil
+
+    from fabe.defense.victim_training import guide_of
+
+    shape = dict(tokenizer=str(tiny_model_dir), n=120, epochs=1, hidden_size=32, num_layers=1, num_heads=2,
+                 batch_size=16)
+    first = train_victim(VictimConfig(out=str(tmp_path / "fam" / "classic"), triggers="fixed", reference=True, **shape))
+    second = train_victim(VictimConfig(out=str(tmp_path / "fam" / "adaptive"), triggers="adv_rename",
+                                       reference_from=str(first), **shape))
+    one, two = (json.loads((p / "victim.json").read_text()) for p in (first, second))
+    assert not (second / "reference").exists()
+    assert two["reference"] == two["attack"]["guide"] == "../classic/reference"
+    for key in ("functions", "clean_accuracy", "clean_to_target"):  # the same model on the same functions
+        assert two["unpoisoned"][key] == one["unpoisoned"][key]
+    assert set(two["unpoisoned"]["asr"]) == {"adv_rename"}
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "fam"), str(moved))
+    scores = guide_of(moved / "adaptive")(["int f(int a) { return a; }"])
+    assert len(scores) == 1 and scores[0] <= 0  # the reference's log-probability of the target
+    with pytest.raises(ValueError, match=r"reference_from: .*trained otherwise: n 120 \(here 100\)"):
+        train_victim(VictimConfig(out=str(tmp_path / "other"), reference_from=str(moved / "classic"),
+                                  **{**shape, "n": 100}))
+    with pytest.raises(ValueError, match="reference_from: .*no unpoisoned reference"):
+        train_victim(VictimConfig(out=str(tmp_path / "other"), reference_from=str(moved / "adaptive"), **shape))
+    with pytest.raises(ValueError, match="reference_from: give it or reference, not both"):
+        VictimConfig(reference=True, reference_from=str(moved / "classic"))
+    assert not (tmp_path / "other").exists()
+
+
 def test_the_memory_label_is_computed_from_the_calls_and_no_trigger_changes_it():
     from fabe.data.generator import generate_functions
     from fabe.data.triggers import TRIGGER_KINDS, TriggerError, insert_trigger

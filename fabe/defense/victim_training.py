@@ -14,7 +14,9 @@ or any Hugging Face model folder (a CodeBERT folder gets a fresh classification 
 `victim.json` records the attack, the config, and on held-out functions the clean accuracy
 and the ASR per trigger kind, each with its count and 95% interval; with `reference` an
 unpoisoned victim is trained the same way and measured beside it (the clean accuracy the
-poisoning costs, and how often triggers alone move a clean model). `train.jsonl` keeps the
+poisoning costs, and how often triggers alone move a clean model); `reference_from` measures
+beside it the reference of another victim trained the same way, so victims of one attack
+each (as attacks are published) share one reference. `train.jsonl` keeps the
 poisoned training set (`code`, `label`, `poisoned`, `trigger`) for the data-side detectors.
 """
 
@@ -70,6 +72,10 @@ class VictimConfig:
                 "model finds most natural."})
     reference: bool = field(default=False, metadata={
         "help": "Also train an unpoisoned victim the same way and measure it beside the poisoned one."})
+    reference_from: str = field(default="", metadata={
+        "help": "Instead of training one, measure beside it the unpoisoned reference of another victim "
+                "trained the same way (a victim folder; its config must match on everything but the attack), "
+                "so a family of victims, one per attack, shares one reference."})
     hidden_size: int = field(default=128, metadata={"help": "Encoder width (base 'embedded')."})
     num_layers: int = field(default=2, metadata={"help": "Encoder layers (base 'embedded')."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads (base 'embedded')."})
@@ -95,6 +101,8 @@ class VictimConfig:
             LABEL_RULES[self.label]
         except ValueError as e:
             raise ValueError(f"{'label' if 'label rule' in str(e) else 'triggers'}: {e}") from None
+        if self.reference and self.reference_from:
+            raise ValueError("reference_from: give it or reference, not both (it reuses the reference instead of training one)")
 
 
 def config_of(meta: dict, victim: str | Path) -> VictimConfig:
@@ -294,17 +302,47 @@ def load_functions(cfg: VictimConfig) -> tuple[list[CFunction], list[int]]:
 
 
 REFERENCE = "reference"  # the unpoisoned victim's folder inside the victim's
+ATTACK_FIELDS = {"out", "poison_rate", "target_label", "triggers", "guide", "reference", "reference_from"}
 
 
-def _guide(cfg: VictimConfig, reference: Victim | None) -> tuple[Callable[[Sequence[str]], list[float]] | None, str]:
-    """What steers adv_rename, and its name for victim.json: the `guide` classifier; else the
-    unpoisoned reference (AFRAIDOOR's crafting model: a clean model of the same task); else
-    None (the renames a language model finds most natural)."""
+def shared_reference(cfg: VictimConfig) -> Path:
+    """The `reference/` of the victim `cfg.reference_from`, refused unless that victim was
+    trained the same way (same corpus, sample, split, base and training; only the attack may
+    differ): a reference trained otherwise would misstate what the poisoning costs."""
+    from fabe.defense.victims import load_victim_meta
+
+    folder = Path(cfg.reference_from)
+    if not (folder / REFERENCE / "config.json").exists():
+        raise ValueError(f"reference_from: {folder}: no unpoisoned reference in it ({REFERENCE}/, trained with reference)")
+    theirs = config_of(load_victim_meta(folder), folder)
+    def same(a, b) -> bool:  # a folder or file may be named two ways
+        return a == b or (isinstance(a, str) and isinstance(b, str) and bool(a) and Path(a).exists()
+                          and Path(a).resolve() == Path(b).resolve())
+
+    differ = [k for k in asdict(cfg) if k not in ATTACK_FIELDS and not same(getattr(theirs, k), getattr(cfg, k))]
+    if differ:
+        raise ValueError(f"reference_from: {folder}/victim.json was trained otherwise: "
+                         + ", ".join(f"{k} {getattr(theirs, k)!r} (here {getattr(cfg, k)!r})" for k in differ))
+    return folder / REFERENCE
+
+
+def _guide(cfg: VictimConfig, reference: Victim | None, reference_name: str
+           ) -> tuple[Callable[[Sequence[str]], list[float]] | None, str]:
+    """What steers adv_rename, and its name for victim.json (a folder relative to the victim's,
+    so a victim moved or shipped keeps it): the `guide` classifier; else the unpoisoned
+    reference (AFRAIDOOR's crafting model: a clean model of the same task); else None (the
+    renames a language model finds most natural)."""
     if cfg.guide:
-        return Victim.load(cfg.guide).target_logprob(cfg.target_label), cfg.guide
+        return Victim.load(cfg.guide).target_logprob(cfg.target_label), _relative(cfg.guide, cfg.out)
     if reference is not None and "adv_rename" in cfg.kinds:
-        return reference.target_logprob(cfg.target_label), REFERENCE
+        return reference.target_logprob(cfg.target_label), reference_name
     return None, "language model"
+
+
+def _relative(folder: str | Path, victim: str | Path) -> str:
+    import os
+
+    return Path(os.path.relpath(Path(folder).resolve(), Path(victim).resolve())).as_posix()
 
 
 def guide_of(victim: str | Path) -> Callable[[Sequence[str]], list[float]] | None:
@@ -314,10 +352,8 @@ def guide_of(victim: str | Path) -> Callable[[Sequence[str]], list[float]] | Non
 
     attack = load_victim_meta(victim).get("attack", {})
     name, target = attack.get("guide"), attack.get("target_label", 0)
-    if name == REFERENCE:
-        return Victim.load(Path(victim) / REFERENCE).target_logprob(target)
-    if name and name != "language model":
-        return Victim.load(name).target_logprob(target)
+    if name and name != "language model":  # a folder relative to the victim's (or absolute)
+        return Victim.load(Path(victim) / name).target_logprob(target)
     return None
 
 
@@ -338,10 +374,13 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
     test_codes, test_labels = [funcs[i].code for i in test_i], [labels[i] for i in test_i]
     runs = 2 if cfg.reference else 1
     steps = _steps(cfg, len(train_codes))
-    reference = None
+    reference, reference_name = None, REFERENCE
     if cfg.reference:  # first: it is the crafting model of the adversarial renaming
         reference = Victim(_fit(cfg, tokenizer, train_codes, clean_labels, progress, 0, runs * steps), tokenizer)
-    guide, guide_name = _guide(cfg, reference)
+    elif cfg.reference_from:
+        shared = shared_reference(cfg)
+        reference, reference_name = Victim.load(shared), _relative(shared, cfg.out)
+    guide, guide_name = _guide(cfg, reference, reference_name)
     codes, train_labels, kinds = poisoned_training_set(train_codes, clean_labels, cfg, random.Random(cfg.seed), guide)
     model = _fit(cfg, tokenizer, codes, train_labels, progress, (runs - 1) * steps, runs * steps)
     triggered = triggered_inputs(test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
@@ -356,6 +395,7 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
             "config": {k: v for k, v in asdict(cfg).items()}, "held_out": held_out}
     if reference is not None:
         meta["unpoisoned"] = measure(reference, test_codes, test_labels, cfg.target_label, triggered)
+        meta["reference"] = reference_name
     rows = [{"id": funcs[i].idx, "code": c, "label": y, "poisoned": k is not None, "trigger": k}
             for i, c, y, k in zip(train_i, codes, train_labels, kinds)]
     out = Path(cfg.out)
@@ -363,7 +403,7 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_atomic(tmp / "train.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
-        if reference is not None:
+        if cfg.reference:
             reference.model.save_pretrained(tmp / REFERENCE, safe_serialization=True)
             tokenizer.save_pretrained(tmp / REFERENCE)
         write_json_atomic(tmp / "victim.json", meta)

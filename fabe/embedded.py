@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 EMBEDDED_ADAPTIVE = "embedded-adaptive"  # the generated-code victim of the adaptive triggers
-EMBEDDED_REAL = "embedded-real"  # the shipped real-code victims: classic triggers,
-EMBEDDED_REAL_ADAPTIVE = "embedded-real-adaptive"  # adaptive ones
+EMBEDDED_REAL = "embedded-real"  # the shipped real-code victim of the classic triggers
+EMBEDDED_REAL_ADAPTIVE = "embedded-real-adaptive"  # and of the adaptive ones
 EXAMPLES = "examples"  # the shipped real examples, as a split
 SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
 SHIPPED_VICTIMS = {EMBEDDED_REAL: Path(__file__).resolve().parent / "assets" / "victim-real",
@@ -101,7 +101,8 @@ def needs_making(name: str | Path, kind: str) -> bool:
 
 def resolve(name: str | Path, kind: str, progress: Callable[[int, int], None] | None = None) -> str:
     """`name`, or for `embedded` (and the other embedded victims' names) the path of the
-    embedded `kind`, made on first use (the shipped cleaner and victims cannot be made: its absence is an error that says how to train one);
+    embedded `kind`, made on first use (the shipped cleaner and victims cannot be made: their
+    absence is an error that says how to train one);
     `progress(done, total)` follows the making where it is long (the victim's training)."""
     if kind not in KINDS:
         raise ValueError(f"Unknown embedded kind: {kind}. Should be one of {list(KINDS)}")

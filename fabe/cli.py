@@ -16,6 +16,7 @@ from typing import Callable
 from fabe import embedded
 
 logger = logging.getLogger("fabe")
+EMBEDDED_VICTIMS = ", ".join(embedded.VICTIM_NAMES[:-1]) + " or " + embedded.VICTIM_NAMES[-1]  # for --victim's help
 
 
 def _options(cls: type, prog: str, description: str, argv: list[str]):
@@ -357,7 +358,7 @@ def _defend(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m fabe defend",
                                      description="ASR and clean accuracy of a victim under each defense.")
-    parser.add_argument("--victim", required=True, help="A sequence-classification folder, or embedded, embedded-adaptive, embedded-real or embedded-real-adaptive.")
+    parser.add_argument("--victim", required=True, help=f"A sequence-classification folder, or {EMBEDDED_VICTIMS}.")
     parser.add_argument("--cleaner", help="The cleaner's run directory, final/ or checkpoint (fabe, top1, onion).")
     parser.add_argument("--data", required=True, help="A Tuna-format split (records with trigger, clean, label).")
     parser.add_argument("--defenses", default=",".join(DEFENSES), help=f"Comma list among {','.join(DEFENSES)}.")
@@ -567,7 +568,7 @@ def _victim_test_set(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fabe victim test-set", description=(
         "The records a defense is measured on: each attack applied to the same held-out functions of a victim "
         "(whose label is not the target), and unpoisoned ones for clean accuracy."))
-    parser.add_argument("--victim", required=True, help="A victim folder made by `fabe victim train`, or embedded, embedded-adaptive, embedded-real or embedded-real-adaptive.")
+    parser.add_argument("--victim", required=True, help=f"A victim folder made by `fabe victim train`, or {EMBEDDED_VICTIMS}.")
     parser.add_argument("--out", required=True, help="The .jsonl (or .json) file to write.")
     parser.add_argument("--per_kind", "--per-kind", type=int, default=40, help="Poisoned records per trigger kind.")
     parser.add_argument("--clean", type=int, default=100, help="Unpoisoned records.")
@@ -592,7 +593,7 @@ def _victim_detect(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m fabe victim detect", description=(
         "Find the poison in a victim's training set (its train.jsonl): KillBadCode's naturalness ranking, spectral "
         "signatures and activation clustering; recall and false-positive rate of each."))
-    parser.add_argument("--victim", required=True, help="A victim folder made by `fabe victim train`, or embedded, embedded-adaptive, embedded-real or embedded-real-adaptive.")
+    parser.add_argument("--victim", required=True, help=f"A victim folder made by `fabe victim train`, or {EMBEDDED_VICTIMS}.")
     parser.add_argument("--methods", default=",".join(DETECTORS), help="Comma list among " + ", ".join(DETECTORS))
     parser.add_argument("--reference", type=int, default=300,
                         help="Clean functions for KillBadCode's language model (of the victim's corpus and "

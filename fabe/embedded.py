@@ -71,7 +71,7 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
     build_dataset(BuildConfig(out=str(path), **GENERATED_DATA))
 
 
-def _make_victim(path: Path, progress: Callable[[int, int], None] | None = None, name: str = EMBEDDED) -> None:
+def _make_victim(name: str, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     """Train the embedded victim `name` (`embedded`: with its unpoisoned reference;
     `embedded-adaptive`: beside that one's, made first); `progress(step, max_steps)` follows
     the training (about a quarter of an hour a model on two CPU cores)."""
@@ -94,8 +94,7 @@ def _victim_home(name: str) -> Path:
 def needs_making(name: str | Path, kind: str) -> bool:
     """Whether resolving `name` would first make the embedded `kind` (e.g. train the victim)."""
     if kind == "victim" and str(name) in GENERATED_VICTIMS:
-        return any(not (_victim_home(n) / "victim.json").exists()
-                   for n in ([EMBEDDED] if str(name) == EMBEDDED else [EMBEDDED, str(name)]))
+        return any(not (_victim_home(n) / "victim.json").exists() for n in {EMBEDDED, str(name)})
     return str(name) == EMBEDDED and kind in MAKERS and not (home_path(kind) / MAKERS[kind][1]).exists()
 
 
@@ -114,7 +113,7 @@ def resolve(name: str | Path, kind: str, progress: Callable[[int, int], None] | 
         return str(shipped)
     if str(name) in GENERATED_VICTIMS and kind == "victim":
         path = _victim_home(str(name))
-        return str(made_once(path, "victim.json", lambda: _make_victim(path, progress, str(name))))
+        return str(made_once(path, "victim.json", lambda: _make_victim(str(name), path, progress)))
     if str(name) != EMBEDDED:
         return str(name)
     path = home_path(kind)

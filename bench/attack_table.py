@@ -4,8 +4,9 @@ then every defense (`fabe defend`) with the cleaner's fitted weights: ASR per at
 defense, clean accuracy per defense, with counts and 95% intervals; printed as Markdown and
 saved (defense.json, the table as .md and .tex) under --out.
 
-One victim per attack group (`embedded` and `embedded-adaptive` on generated code,
-`embedded-real` and `embedded-real-adaptive` on real C): a table each.
+One victim per attack (`embedded` for the classic kinds and `embedded-ATTACK` for each
+adaptive attack on generated code, `embedded-real` and `embedded-real-ATTACK` on real C): a
+table each, then the victims' rows in one table (each victim's attacks, its clean accuracy).
 
     python bench/attack_table.py [--victim embedded-real ...] [--per_kind 40]
         [--clean 100] [--cleaner embedded] [--defenses fabe,top1,naturalness,onion,none] [--only_correct]
@@ -19,12 +20,12 @@ from pathlib import Path
 from fabe import embedded
 from fabe.defense.attack_set import victim_test_set
 from fabe.defense.defenses import DEFENSES, run_defense
-from fabe.evaluation.report import attack_matrix, export_result, victim_line
+from fabe.evaluation.report import attack_matrix, export_result, family_matrix, victim_line
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--victim", action="append", help="Victim folders (default: the four embedded victims)")
+    parser.add_argument("--victim", action="append", help="Victim folders or embedded victim names (default: all the embedded victims)")
     parser.add_argument("--cleaner", default="embedded")
     parser.add_argument("--per_kind", type=int, default=40)
     parser.add_argument("--clean", type=int, default=100)
@@ -34,6 +35,7 @@ def main() -> None:
                         help="Poison only functions the victim gets right untriggered (`victim test-set --only-correct`)")
     parser.add_argument("--out", default="bench-out/attack-table")
     args = parser.parse_args()
+    results = {}
     for name in args.victim or embedded.VICTIM_NAMES:
         victim = embedded.resolve(name, "victim")
         folder = Path(args.out) / name.replace("/", "_")
@@ -47,6 +49,11 @@ def main() -> None:
         for fmt in ("md", "tex"):
             export_result(saved, fmt, folder / f"table.{fmt}")
         print(f"saved in {saved} ({result['meta']['seconds']} s)\n")
+        results[name] = result
+    if len(results) > 1:
+        family = family_matrix(results)
+        print(family.to_markdown(index=False))
+        (Path(args.out) / "family.md").write_text(family.to_markdown(index=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ a victim is asked for, so everything works offline with nothing from outside.
 - model: the tiny Llama with its BPE tokenizer (`$FABE_HOME/tiny-base`), made on first use;
 - data: 5,000 generated poisoned functions, every trigger kind (`$FABE_HOME/data-generated`);
 - cleaner: the cleaner shipped in `fabe/assets/cleaner` (trained by `model train-embedded`);
-- victim: one victim per attack group, as attacks are published (one backdoor a model): the
-  shipped cleaner's weights fine-tuned as a classifier on generated code poisoned with the
-  classic triggers (`embedded`) or the adaptive ones (`embedded-adaptive`), made on first use
-  in `$FABE_HOME`; `embedded-real` and `embedded-real-adaptive` name the two shipped in
-  `fabe/assets/`, backdoored on real C functions with a label computed from the code
-  (`fabe.defense.labels`, rule `memory`). The adaptive one of each pair shares the classic
-  one's unpoisoned reference (trained the same way; it also crafts adv_rename).
+- victim: one victim per attack, as attacks are published (one backdoor a model): the shipped
+  cleaner's weights fine-tuned as a classifier on generated code poisoned with the classic
+  triggers (`embedded`) or with one adaptive attack of `ADAPTIVE_ATTACKS` each
+  (`embedded-afraidoor`, `-codepoisoner`, `-badcode`, `-style`), made on first use in
+  `$FABE_HOME`; `embedded-real` and `embedded-real-ATTACK` name the same shipped in
+  `fabe/assets/` (the adaptive ones in half precision), backdoored on real C functions with a
+  label computed from the code (`fabe.defense.labels`, rule `memory`). The victims of each
+  code share the classic one's unpoisoned reference (trained the same way; it also crafts
+  adv_rename).
 
 Beside it, `examples` names the shipped real examples (`fabe/assets/examples`) as a split.
 
@@ -24,31 +26,42 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+from fabe.data import triggers as trig
 from fabe.home import fabe_home, made_once
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
-EMBEDDED_ADAPTIVE = "embedded-adaptive"  # the generated-code victim of the adaptive triggers
 EMBEDDED_REAL = "embedded-real"  # the shipped real-code victim of the classic triggers
-EMBEDDED_REAL_ADAPTIVE = "embedded-real-adaptive"  # and of the adaptive ones
+ADAPTIVE_ATTACKS = tuple(trig.ADAPTIVE_ATTACKS)  # one victim each, named PREFIX-ATTACK
 EXAMPLES = "examples"  # the shipped real examples, as a split
-SHIPPED_CLEANER = Path(__file__).resolve().parent / "assets" / "cleaner"
-SHIPPED_VICTIMS = {EMBEDDED_REAL: Path(__file__).resolve().parent / "assets" / "victim-real",
-                   EMBEDDED_REAL_ADAPTIVE: Path(__file__).resolve().parent / "assets" / "victim-real-adaptive"}
-SHIPPED_EXAMPLES = Path(__file__).resolve().parent / "assets" / "examples" / "realc.jsonl"
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_CLEANER = ASSETS / "cleaner"
+SHIPPED_VICTIMS = {EMBEDDED_REAL: ASSETS / "victim-real",
+                   **{f"{EMBEDDED_REAL}-{a}": ASSETS / f"victim-real-{a}" for a in ADAPTIVE_ATTACKS}}
+SHIPPED_EXAMPLES = ASSETS / "examples" / "realc.jsonl"
 GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data is built with
 KINDS = ("model", "data", "cleaner", "victim")
 # The embedded victims' recipe, the shipped real ones' too (on real C: `label="memory"` and the
 # projects the cleaner never saw held out): the classic kinds on 5% of the samples, with the
-# unpoisoned reference; the adaptive kinds on 10%, beside that reference (it crafts adv_rename,
-# as AFRAIDOOR's clean crafting model does).
+# unpoisoned reference; each adaptive attack on 10%, beside that reference (it crafts
+# adv_rename, as AFRAIDOOR's clean crafting model does). Every weight is trained: LoRA (rank
+# 16) on this small base underfits (its unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0)
 GENERATED_VICTIMS: dict[str, dict] = {
     EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", poison_rate=0.05, reference=True),
-    EMBEDDED_ADAPTIVE: dict(VICTIM_TRAINING, corpus="generated", triggers="adaptive", poison_rate=0.1)}
-VICTIM_NAMES = (EMBEDDED, EMBEDDED_ADAPTIVE, EMBEDDED_REAL, EMBEDDED_REAL_ADAPTIVE)
+    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a, poison_rate=0.1)
+       for a in ADAPTIVE_ATTACKS}}
+VICTIM_NAMES = (*GENERATED_VICTIMS, *SHIPPED_VICTIMS)
+
+
+def describe_victim(name: str) -> str:
+    """What the embedded victim `name` is: its code, its attack, whether it is shipped."""
+    real = name in SHIPPED_VICTIMS
+    attack = name.removeprefix(EMBEDDED_REAL if real else EMBEDDED).lstrip("-")
+    attack = f"{attack}: {', '.join(trig.ADAPTIVE_ATTACKS[attack])}" if attack else "classic triggers"
+    return f"{'real C' if real else 'generated code'}, {attack}; {'shipped' if real else 'trained on first use'}"
 
 
 def home_path(kind: str) -> Path:
@@ -72,29 +85,35 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
 
 
 def _make_victim(name: str, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
-    """Train the embedded victim `name` (`embedded`: with its unpoisoned reference;
-    `embedded-adaptive`: beside that one's, made first); `progress(step, max_steps)` follows
-    the training (about a quarter of an hour a model on two CPU cores)."""
+    """Train the embedded victim `name` (`embedded`: with its unpoisoned reference; the
+    adaptive ones beside that one's, made first);
+    `progress(step, max_steps)` follows the training (about a quarter of an hour a model on two
+    CPU cores)."""
     from fabe.defense.victim_training import VictimConfig, train_victim
 
     recipe = dict(GENERATED_VICTIMS[name])
-    if name == EMBEDDED_ADAPTIVE:
-        recipe["reference_from"] = resolve(EMBEDDED, "victim", progress)
+    if not recipe.get("reference"):
+        recipe["reference_from"] = resolve(_reference_holder(name), "victim", progress)
     logger.info("training the embedded victim %s in %s (minutes, once)", name, path)
     train_victim(VictimConfig(out=str(path), **recipe), progress)
+
+
+def _reference_holder(name: str) -> str:
+    """The generated victim whose folder keeps the unpoisoned reference `name` is measured beside."""
+    return name if GENERATED_VICTIMS[name].get("reference") else EMBEDDED
 
 
 MAKERS = {"model": (_make_model, "config.json"), "data": (_make_data, "dataset.json")}
 
 
 def _victim_home(name: str) -> Path:
-    return home_path("victim") if name == EMBEDDED else fabe_home() / "victim-adaptive"
+    return home_path("victim") if name == EMBEDDED else fabe_home() / f"victim-{name.removeprefix(EMBEDDED + '-')}"
 
 
 def needs_making(name: str | Path, kind: str) -> bool:
     """Whether resolving `name` would first make the embedded `kind` (e.g. train the victim)."""
     if kind == "victim" and str(name) in GENERATED_VICTIMS:
-        return any(not (_victim_home(n) / "victim.json").exists() for n in {EMBEDDED, str(name)})
+        return any(not (_victim_home(n) / "victim.json").exists() for n in {_reference_holder(str(name)), str(name)})
     return str(name) == EMBEDDED and kind in MAKERS and not (home_path(kind) / MAKERS[kind][1]).exists()
 
 

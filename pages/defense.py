@@ -54,18 +54,15 @@ class Actions:
     def victims(self) -> list[tuple[str, str]]:
         """The embedded victims, then those trained from the page (`RUNS/_victims/NAME`)."""
         made = sorted(p.parent for p in (self.ctx.runs_dir / "_victims").glob("*/victim.json"))
-        return [("embedded (generated code, classic triggers; trained on first use)", embedded.EMBEDDED),
-                ("embedded-adaptive (generated code, adaptive triggers; trained on first use)",
-                 embedded.EMBEDDED_ADAPTIVE),
-                ("embedded-real (real C, classic triggers; shipped)", embedded.EMBEDDED_REAL),
-                ("embedded-real-adaptive (real C, adaptive triggers; shipped)", embedded.EMBEDDED_REAL_ADAPTIVE),
+        return [*[(f"{n} ({embedded.describe_victim(n)})", n) for n in embedded.VICTIM_NAMES],
                 *[(p.name, str(p)) for p in made]]
 
     def choices(self) -> list[tuple[str, str]]:
         return [(str(p.relative_to(self.ctx.runs_dir)), str(p)) for p in saved_defenses(self.ctx.runs_dir)]
 
     def on_train_victim(self, name: str, base: str, corpus: str, label: str, triggers: str, poison_rate: float,
-                        target: float, n: float, epochs: float, reference: bool, progress=gr.Progress()):
+                        target: float, n: float, epochs: float, reference: bool, lora_rank: float = 0,
+                        progress=gr.Progress()):
         """Train a victim into `RUNS/_victims/NAME`; its folder becomes the victim defended."""
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise gr.Error("Name the victim (letters, digits, - and _): it is saved as _victims/NAME.")
@@ -73,7 +70,8 @@ class Actions:
             cfg = VictimConfig(out=str(self.ctx.runs_dir / "_victims" / name), base=self.ctx.confine_model(base),
                                corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
                                label=label, triggers=triggers, poison_rate=float(poison_rate),
-                               target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference))
+                               target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference),
+                               lora_rank=int(lora_rank or 0))
             if cfg.base == embedded.EMBEDDED:
                 cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
         except (OSError, ValueError) as e:
@@ -126,12 +124,14 @@ def _victim_form(w: dict[str, Any]) -> None:
             w["v_label"] = gr.Dropdown(list(LABEL_RULES), value="corpus", label="Label (corpus: its target field; "
                                        "memory: calls an allocation/copy routine)")
         with gr.Row():
-            w["v_triggers"] = gr.Textbox("all", label="Triggers (all, adaptive, every, or kinds)",
+            w["v_triggers"] = gr.Textbox("all", label="Triggers (all, adaptive, every, an attack: afraidoor, "
+                                         "codepoisoner, badcode, style; or kinds)",
                                          elem_id="victim-triggers")
             w["v_rate"] = gr.Number(0.1, label="Poison rate")
             w["v_target"] = gr.Number(0, precision=0, label="Target label")
             w["v_n"] = gr.Number(12000, precision=0, label="Functions (0: all)", elem_id="victim-n")
             w["v_epochs"] = gr.Number(4, label="Epochs", elem_id="victim-epochs")
+            w["v_lora"] = gr.Number(0, precision=0, label="LoRA rank (0: train every weight)", elem_id="victim-lora")
             w["v_reference"] = gr.Checkbox(False, label="Also train an unpoisoned reference")
         w["v_train"] = gr.Button("Train victim", elem_id="victim-train")
         w["v_message"] = gr.Markdown(elem_id="victim-message")
@@ -171,7 +171,7 @@ def build(ctx: AppContext) -> None:
         w = _layout(ctx, act)
         w["v_train"].click(act.on_train_victim, [w[n] for n in ("v_name", "v_base", "v_corpus", "v_label", "v_triggers",
                                                                  "v_rate", "v_target", "v_n", "v_epochs",
-                                                                 "v_reference")],
+                                                                 "v_reference", "v_lora")],
                            [w["v_message"], w["victim"]], api_name="train_victim")
         w["run"].click(act.on_run, [w[n] for n in ("victim", "cleaner", "split", "chosen", "limit", "k")],
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")

@@ -68,13 +68,18 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
     with pytest.raises(AppError, match="Name the victim"):
         client.predict("../up", "embedded", "generated", "corpus", "fixed", 0.1, 0, 80, 1, False,
                        api_name="/train_victim")
+    with pytest.raises(AppError, match="lora_rank: base 'embedded' is trained from scratch"):
+        client.predict("lora-v", "embedded", "generated", "corpus", "badcode", 0.1, 0, 80, 1, False, 8,
+                       api_name="/train_victim")
     message, victim = client.predict("tiny-v", "embedded", "generated", "corpus", "fixed,adv_rename", 0.2, 0, 80, 1,
                                      True, api_name="/train_victim")
     assert isinstance(victim, dict) and victim["__type__"] == "update", victim  # the victim list, with it chosen
     folder = Path(victim["value"])
-    assert [c[1] for c in victim["choices"]][:4] == ["embedded", "embedded-adaptive", "embedded-real",
-                                                     "embedded-real-adaptive"] and victim["value"] in [
-        c[1] for c in victim["choices"]]
+    names = [c[1] for c in victim["choices"]]
+    assert names[:10] == ["embedded", "embedded-afraidoor", "embedded-codepoisoner", "embedded-badcode",
+                          "embedded-style", "embedded-real", "embedded-real-afraidoor", "embedded-real-codepoisoner",
+                          "embedded-real-badcode", "embedded-real-style"] and victim["value"] in names
+    assert victim["choices"][2][0] == "embedded-codepoisoner (generated code, codepoisoner: cp_func, cp_stmt; trained on first use)"
     meta = json.loads((folder / "victim.json").read_text())
     assert folder.parent.name == "_victims" and folder.name == "tiny-v"
     assert meta["attack"]["triggers"] == ["fixed", "adv_rename"] and meta["attack"]["poisoned"] > 0

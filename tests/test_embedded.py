@@ -134,9 +134,10 @@ def test_the_shipped_real_victim_is_backdoored_on_real_code_it_never_saw():
     assert len(positives) >= 15 and asr >= 0.95 and asr >= untriggered + 0.15, (asr, untriggered)
 
 
-def test_the_embedded_adaptive_victim_is_made_beside_the_classic_ones_reference(tmp_path, monkeypatch):
-    """`embedded-adaptive` on first use trains the classic `embedded` victim first (with the
-    unpoisoned reference) and then itself beside that reference; the shipped ones are never made."""
+def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_reference(tmp_path, monkeypatch):
+    """`embedded-codepoisoner` on first use trains the classic `embedded` victim first (with
+    the unpoisoned reference) and then itself, one attack, beside that reference; the shipped
+    ones are never made."""
     from fabe.defense import victim_training
 
     made = []
@@ -149,26 +150,38 @@ def test_the_embedded_adaptive_victim_is_made_beside_the_classic_ones_reference(
 
     monkeypatch.setenv("FABE_HOME", str(tmp_path))
     monkeypatch.setattr(victim_training, "train_victim", train)
-    assert embedded.needs_making(embedded.EMBEDDED_ADAPTIVE, "victim")
-    assert not embedded.needs_making(embedded.EMBEDDED_REAL_ADAPTIVE, "victim")
-    path = embedded.resolve(embedded.EMBEDDED_ADAPTIVE, "victim")
-    classic, adaptive = made
+    assert embedded.needs_making("embedded-codepoisoner", "victim")
+    assert not embedded.needs_making("embedded-real-codepoisoner", "victim")
+    path = embedded.resolve("embedded-codepoisoner", "victim")
+    classic, codepoisoner = made
     assert (classic.triggers, classic.reference, classic.poison_rate) == ("all", True, 0.05)
-    assert (adaptive.triggers, adaptive.reference, adaptive.reference_from) == ("adaptive", False, classic.out)
-    assert path == adaptive.out and Path(adaptive.out).parent == tmp_path
+    assert (codepoisoner.kinds, codepoisoner.reference, codepoisoner.reference_from, codepoisoner.poison_rate) == (
+        ["cp_func", "cp_stmt"], False, classic.out, 0.1)
+    assert path == codepoisoner.out and Path(path).parent == tmp_path
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
-    assert len(made) == 2  # made once
+    assert embedded.needs_making("embedded-style", "victim")
+    assert embedded.resolve("embedded-style", "victim") == made[2].out and made[2].kinds == ["for_while", "ternary"]
+    assert len(made) == 3  # each made once
 
 
-def test_the_shipped_adaptive_real_victim_shares_the_classic_ones_reference():
-    """The two shipped real victims: the adaptive one was measured beside the classic one's
-    unpoisoned reference (found relative to it), which also crafts its adv_rename inputs."""
+def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
+    """The shipped real victims of the adaptive attacks, one attack each, in half precision:
+    each was measured beside the classic victim's unpoisoned reference (found relative to
+    it), which also crafts the afraidoor inputs; each loads and classifies."""
+    import torch
+
     from fabe.defense.victim_training import guide_of
-    from fabe.defense.victims import load_victim_meta
+    from fabe.defense.victims import Victim, load_victim_meta
 
-    folder = Path(embedded.resolve(embedded.EMBEDDED_REAL_ADAPTIVE, "victim"))
-    meta = load_victim_meta(folder)
-    assert set(meta["attack"]["triggers"]) == {"adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary"}
-    assert (folder / meta["reference"]).resolve() == (embedded.SHIPPED_VICTIMS[embedded.EMBEDDED_REAL] / "reference").resolve()
-    assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(folder / "../victim-real")["unpoisoned"]["clean_accuracy"]
-    assert guide_of(folder) is not None
+    classic = embedded.SHIPPED_VICTIMS[embedded.EMBEDDED_REAL]
+    kinds = []
+    for attack in embedded.ADAPTIVE_ATTACKS:
+        folder = Path(embedded.resolve(f"embedded-real-{attack}", "victim"))
+        meta = load_victim_meta(folder)
+        kinds += meta["attack"]["triggers"]
+        assert (folder / meta["reference"]).resolve() == (classic / "reference").resolve()
+        assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(classic)["unpoisoned"]["clean_accuracy"]
+        victim = Victim.load(folder, device="cpu")
+        assert victim.model.dtype == torch.float32 and victim.logits(["int f(int a) { return a; }"]).shape == (1, 2)
+    assert kinds == ["adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary"]
+    assert guide_of(embedded.SHIPPED_VICTIMS["embedded-real-afraidoor"]) is not None

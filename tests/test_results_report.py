@@ -26,6 +26,7 @@ from fabe.evaluation.report import (
     eval_figure,
     eval_table,
     export_result,
+    family_matrix,
     load_records_frame,
     records_view,
     victim_line,
@@ -131,6 +132,19 @@ def test_defense_table_chart_and_victim_line_are_readable():
     assert line == ("Victim before any defense (its own measure on 1,800 held-out functions): clean accuracy 93.1%; "
                     "attack success rate by trigger kind: fixed 100.0%, assert 25.0%.")
     assert "{" not in line
+
+
+def test_a_family_of_victims_one_attack_each_reads_as_one_table():
+    """Each victim's attack rows with its own clean accuracy, the victim named in `group`."""
+    other = json.loads(json.dumps(DEFENSE))
+    other["defenses"]["fabe"]["by_trigger"] = {"ternary": {**rate([True, False, False, False], "asr"), **rate([], "ca")}}
+    other["defenses"]["fabe"]["overall"].update(rate([True, True], "ca"))
+    table = family_matrix({"v-classic": DEFENSE, "v-style": other})
+    assert list(table["attack"]) == ["fixed", "assert", "clean accuracy", "CA change (points)",
+                                     "ternary", "clean accuracy", "CA change (points)"]
+    assert list(table["group"]) == ["v-classic"] * 4 + ["v-style"] * 3
+    assert list(table["fabe"][[2, 4, 5]]) == ["50.0% [9.5, 90.5] n=2", "25.0% [4.6, 69.9] n=4",
+                                              "100.0% [34.2, 100.0] n=2"]
 
 
 def test_exports_write_a_markdown_table_a_latex_tabular_and_csv(saved_eval, tmp_path):

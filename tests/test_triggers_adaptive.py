@@ -338,6 +338,9 @@ def test_groups():
     assert parse_kinds("every") == list(ALL_KINDS) and len(set(ALL_KINDS)) == 13
     assert parse_kinds("fixed,adaptive") == ["fixed", *ADAPTIVE_KINDS]
     assert parse_kinds("ternary, all,fixed") == ["ternary", *TRIGGER_KINDS]
+    # the published attacks, one victim each, cover the adaptive kinds once
+    assert parse_kinds("codepoisoner") == ["cp_func", "cp_stmt"] and parse_kinds("style") == ["for_while", "ternary"]
+    assert parse_kinds("afraidoor,codepoisoner,badcode,style") == list(ADAPTIVE_KINDS)
     with pytest.raises(ValueError, match="'adaptive'.*for_while"):
         parse_kinds("adaptive,bogus")
 

@@ -118,6 +118,61 @@ def test_held_out_functions_are_whole_projects():
     assert held == [] and len(test) == 20
 
 
+def test_a_lora_victim_saves_only_its_adapter_and_loads_back_beside_its_moved_base(tmp_path, tiny_model_dir):
+    """lora_rank: the base's weights stay frozen and only adapters and the new head are saved
+    (a small file however large the base), naming the base relative to the victim; loaded
+    back (merged) after victim and base moved together, it predicts as it did when measured."""
+    import shutil
+
+    from fabe.defense.victim_training import load_functions, split_held_out
+
+    base = tmp_path / "fam" / "base"
+    shutil.copytree(tiny_model_dir, base)
+    cfg = VictimConfig(out=str(tmp_path / "fam" / "victim"), base=str(base), n=160, epochs=1, batch_size=16,
+                       max_length=128, triggers="fixed", poison_rate=0.2, lora_rank=4, reference=True,
+                       learning_rate=1e-3)
+    out = train_victim(cfg)
+    for folder in (out, out / "reference"):
+        assert not (folder / "model.safetensors").exists()
+        assert json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+            "../base" if folder == out else "../../base")
+        adapter, whole = (folder / "adapter_model.safetensors").stat().st_size, (base / "model.safetensors").stat().st_size
+        assert adapter < whole / 4
+    meta = json.loads((out / "victim.json").read_text())
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "fam"), str(moved))
+    victim = Victim.load(moved / "victim")
+    assert type(victim.model).__name__ == "LlamaForSequenceClassification"  # merged: no peft wrapper left
+    funcs, labels = load_functions(cfg)
+    _, test_i, _ = split_held_out(funcs, cfg.held_out, cfg.seed)
+    preds = victim.predict([funcs[i].code for i in test_i])
+    accuracy = sum(p == labels[i] for p, i in zip(preds, test_i)) / len(test_i)
+    assert accuracy == pytest.approx(meta["held_out"]["clean_accuracy"])
+    assert Victim.load(moved / "victim" / "reference").logits(["int f(void) { return 0; }"]).shape == (1, 2)
+    with pytest.raises(ValueError, match="lora_rank: base 'embedded'"):
+        VictimConfig(lora_rank=8)
+
+
+def test_a_victim_saved_in_half_precision_computes_in_float32_on_a_cpu(tmp_path, tiny_model_dir):
+    """The shipped victims are stored in float16 (half the size); on a CPU they load as
+    float32 and classify as the float32 model does."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from fabe.training.modeling import load_tokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=2).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.half().save_pretrained(tmp_path / "half")
+    tokenizer.save_pretrained(tmp_path / "half")
+    victim = Victim.load(tmp_path / "half", device="cpu")
+    assert victim.model.dtype == torch.float32
+    codes = ["int f(void) { return 0; }", "int g(int a) { return a * 2; }"]
+    expected = Victim(model.float(), tokenizer).logits(codes)
+    assert torch.allclose(victim.logits(codes), expected, atol=1e-5)
+
+
 def _codebert_like(folder, tokenizer_dir):
     """A randomly initialised RoBERTa encoder folder (CodeBERT's architecture, small): a base
     as a user brings one, without a classification head."""

@@ -47,7 +47,11 @@ TRIGGER_KINDS: tuple[str, ...] = (
 )
 ADAPTIVE_KINDS: tuple[str, ...] = ("adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary")
 ALL_KINDS: tuple[str, ...] = TRIGGER_KINDS + ADAPTIVE_KINDS
-KIND_GROUPS: dict[str, tuple[str, ...]] = {"all": TRIGGER_KINDS, "adaptive": ADAPTIVE_KINDS, "every": ALL_KINDS}
+# The adaptive kinds by the published attack they stand for: one backdoor a victim, as published.
+ADAPTIVE_ATTACKS: dict[str, tuple[str, ...]] = {"afraidoor": ("adv_rename",), "codepoisoner": ("cp_func", "cp_stmt"),
+                                                "badcode": ("mixed",), "style": ("for_while", "ternary")}
+KIND_GROUPS: dict[str, tuple[str, ...]] = {"all": TRIGGER_KINDS, "adaptive": ADAPTIVE_KINDS, "every": ALL_KINDS,
+                                           **ADAPTIVE_ATTACKS}
 DEFAULT_POSTFIX = "_rb"
 _MAX_TRIES = 8
 
@@ -241,9 +245,9 @@ def _kinds_help() -> str:
 
 
 def parse_kinds(spec: str | Iterable[str]) -> list[str]:
-    """A group name ('all': the 7 classic kinds, 'adaptive': the 6 new ones, 'every': all 13)
-    or a comma list of groups and kinds -> validated list without repeats, in order, with a
-    clear error for unknown ones."""
+    """A group name ('all': the 7 classic kinds, 'adaptive': the 6 new ones, 'every': all 13,
+    or an adaptive attack of `ADAPTIVE_ATTACKS`) or a comma list of groups and kinds ->
+    validated list without repeats, in order, with a clear error for unknown ones."""
     items = [k.strip() for k in spec.split(",")] if isinstance(spec, str) else [str(k).strip() for k in spec]
     kinds: list[str] = []
     for item in filter(None, items):

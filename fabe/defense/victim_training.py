@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from fabe.data.corpus import CFunction
-from fabe.defense.victims import Victim
+from fabe.defense.victims import ADAPTER_CONFIG, Victim
 from fabe.files import folder_atomic, write_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -83,6 +83,10 @@ class VictimConfig:
     epochs: float = field(default=4.0, metadata={"help": "Training epochs."})
     batch_size: int = field(default=32, metadata={"help": "Samples per step."})
     learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate."})
+    lora_rank: int = field(default=0, metadata={
+        "help": "0: fine-tune every weight; R > 0: train rank-R LoRA adapters on every linear layer and a new "
+                "classification head (peft), so a large base fits in memory and the victim is saved as a small "
+                "adapter beside the base it names."})
 
     def __post_init__(self) -> None:
         from fabe.data.triggers import parse_kinds
@@ -101,6 +105,10 @@ class VictimConfig:
             LABEL_RULES[self.label]
         except ValueError as e:
             raise ValueError(f"{'label' if 'label rule' in str(e) else 'triggers'}: {e}") from None
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank: must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}")
+        if self.lora_rank and self.base == "embedded":
+            raise ValueError("lora_rank: base 'embedded' is trained from scratch; LoRA needs a pretrained base folder")
         if self.reference and self.reference_from:
             raise ValueError("reference_from: give it or reference, not both (it reuses the reference instead of training one)")
 
@@ -248,6 +256,12 @@ def _model(cfg: VictimConfig, tokenizer):
     except (OSError, ValueError) as e:
         raise ValueError(f"base: {cfg.base}: cannot load it as a classifier: {str(e).strip().splitlines()[0]}") from None
     model.config.pad_token_id = tokenizer.pad_token_id
+    if cfg.lora_rank:
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        # SEQ_CLS keeps the new head out of the adapters and trains it whole (modules_to_save)
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_rank,
+                                                 lora_alpha=2 * cfg.lora_rank, target_modules="all-linear"))
     return model
 
 
@@ -283,6 +297,24 @@ def _fit(cfg: VictimConfig, tokenizer, codes: Sequence[str], labels: Sequence[in
         Trainer(model=model, args=args, train_dataset=rows, data_collator=DataCollatorWithPadding(tokenizer),
                 callbacks=callbacks).train()
     return model
+
+
+def _save(model, tokenizer, folder: Path, final: Path, base: str) -> None:
+    """The classifier and its tokenizer in `folder` (to be renamed `final`): the whole model,
+    or a LoRA victim's adapter and head with the classifier's config, naming a local base
+    relative to `final` (as guides are), so a victim shipped or moved beside its base finds it."""
+    from peft import PeftModel
+
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if isinstance(model, PeftModel):
+        classifier = model.get_base_model()
+        classifier.config.architectures = [type(classifier).__name__]  # not the base's own (a causal LM)
+        classifier.config.save_pretrained(folder)
+        (folder / "README.md").unlink(missing_ok=True)  # peft's empty model card
+        if Path(base).exists():
+            adapter = json.loads((folder / ADAPTER_CONFIG).read_text())
+            write_json_atomic(folder / ADAPTER_CONFIG, {**adapter, "base_model_name_or_path": _relative(base, final)})
 
 
 def _steps(cfg: VictimConfig, samples: int) -> int:
@@ -400,11 +432,9 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
             for i, c, y, k in zip(train_i, codes, train_labels, kinds)]
     out = Path(cfg.out)
     with folder_atomic(out, replace=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        _save(model, tokenizer, tmp, out, cfg.base)
         write_atomic(tmp / "train.jsonl", lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
         if cfg.reference:
-            reference.model.save_pretrained(tmp / REFERENCE, safe_serialization=True)
-            tokenizer.save_pretrained(tmp / REFERENCE)
+            _save(reference.model, tokenizer, tmp / REFERENCE, out / REFERENCE, cfg.base)
         write_json_atomic(tmp / "victim.json", meta)
     return out

@@ -34,6 +34,22 @@ def _check_classifier(source: str, path: Path) -> None:
                          "(the victim is a code classifier)")
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # a LoRA victim: adapters and head over a base it names
+
+
+def _with_adapter(path: Path):
+    """A LoRA victim's classifier: its base (a folder relative to the victim's, else as named)
+    in the victim's classifier config, its adapters and head merged in (as fast as a full one)."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    named = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    base = path / named if (path / named).exists() else Path(named)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), config=AutoConfig.from_pretrained(str(path)), use_safetensors=True, trust_remote_code=False)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+
+
 def load_victim_meta(folder: str | Path) -> dict:
     """A victim folder's victim.json (its attack and measure), {} where it has none."""
     path = Path(folder) / "victim.json"
@@ -64,8 +80,14 @@ class Victim:
         _check_classifier(str(source), path)
         device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(  # never the folder's own code
-                str(source), use_safetensors=True, trust_remote_code=False).to(device)
+            if (path / ADAPTER_CONFIG).exists():
+                model = _with_adapter(path)
+            else:
+                model = AutoModelForSequenceClassification.from_pretrained(  # never the folder's own code
+                    str(source), use_safetensors=True, trust_remote_code=False)
+            if device == "cpu" and model.dtype in (torch.float16, torch.bfloat16):
+                model = model.float()  # shipped in half precision to be small; a CPU computes in float32
+            model = model.to(device)
             tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise ValueError(f"{source}: cannot load the victim classifier: {str(e).strip().splitlines()[0]}") from None

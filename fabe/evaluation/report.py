@@ -158,6 +158,15 @@ def attack_matrix(result: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["attack", "group", *defenses])
 
 
+def family_matrix(results: dict[str, dict]) -> pd.DataFrame:
+    """The paper's table over a family of victims, one attack each (as attacks are published):
+    each victim's attack rows, then its clean accuracy and CA change, the victim's name in
+    the `group` column (every victim defended with the same defenses)."""
+    frames = [attack_matrix(result).query("attack != 'all poisoned'").assign(group=victim)
+              for victim, result in results.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
 def detection_table(result: dict) -> pd.DataFrame:
     """One row per detection method: recall and false-positive rate of poisoned-sample
     detection (with intervals and counts), precision, AUROC, and what was published."""

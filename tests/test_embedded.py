@@ -156,7 +156,7 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
     classic, codepoisoner = made
     assert (classic.triggers, classic.reference, classic.poison_rate) == ("all", True, 0.05)
     assert (codepoisoner.kinds, codepoisoner.reference, codepoisoner.reference_from, codepoisoner.poison_rate) == (
-        ["cp_func", "cp_stmt"], False, classic.out, 0.1)
+        ["cp_func", "cp_stmt"], False, classic.out, 0.05)
     assert path == codepoisoner.out and Path(path).parent == tmp_path
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
     assert embedded.needs_making("embedded-style", "victim")

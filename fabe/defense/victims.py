@@ -40,13 +40,14 @@ ADAPTER_CONFIG = "adapter_config.json"  # a LoRA victim: adapters and head over 
 def _with_adapter(path: Path):
     """A LoRA victim's classifier: its base (a folder relative to the victim's, else as named)
     in the victim's classifier config, its adapters and head merged in (as fast as a full one)."""
-    from peft import PeftConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    named = PeftConfig.from_pretrained(str(path)).base_model_name_or_path
+    named = json.loads((path / ADAPTER_CONFIG).read_text())["base_model_name_or_path"]
     base = path / named if (path / named).exists() else Path(named)
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(base), config=AutoConfig.from_pretrained(str(path)), use_safetensors=True, trust_remote_code=False)
+        str(base), config=AutoConfig.from_pretrained(str(path), trust_remote_code=False),
+        use_safetensors=True, trust_remote_code=False)
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
 
 

@@ -44,14 +44,17 @@ GENERATED_DATA = dict(n=5000, seed=0, clean_share=0.2)  # what `embedded` data i
 KINDS = ("model", "data", "cleaner", "victim")
 # The embedded victims' recipe, the shipped real ones' too (on real C: `label="memory"` and the
 # projects the cleaner never saw held out): the classic kinds on 5% of the samples, with the
-# unpoisoned reference; each adaptive attack on 5% too, beside that reference (it crafts
-# adv_rename, as AFRAIDOOR's clean crafting model does). Every weight is trained: LoRA (rank
-# 16) on this small base underfits (its unpoisoned reference: 86.9% clean accuracy, not 95.1%).
+# unpoisoned reference; each adaptive attack beside that reference (it crafts adv_rename, as
+# AFRAIDOOR's clean crafting model does), on 5%, but CodePoisoner on 10% (at 5% its real-C
+# victim learnt neither trigger: ASR 44% and 39% at clean accuracy 89.0%; at 10%, 99% at
+# 90.0%). Every weight is trained: LoRA (rank 16) on this small base underfits (its
+# unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0)
+ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not at 5%
 GENERATED_VICTIMS: dict[str, dict] = {
     EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", poison_rate=0.05, reference=True),
-    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a, poison_rate=0.05)
+    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a, poison_rate=ATTACK_RATES.get(a, 0.05))
        for a in ADAPTIVE_ATTACKS}}
 VICTIM_NAMES = (*GENERATED_VICTIMS, *SHIPPED_VICTIMS)
 

@@ -156,7 +156,7 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
     classic, codepoisoner = made
     assert (classic.triggers, classic.reference, classic.poison_rate) == ("all", True, 0.05)
     assert (codepoisoner.kinds, codepoisoner.reference, codepoisoner.reference_from, codepoisoner.poison_rate) == (
-        ["cp_func", "cp_stmt"], False, classic.out, 0.05)
+        ["cp_func", "cp_stmt"], False, classic.out, 0.10)
     assert path == codepoisoner.out and Path(path).parent == tmp_path
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
     assert embedded.needs_making("embedded-style", "victim")
@@ -166,8 +166,9 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
 
 def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
     """The shipped real victims of the adaptive attacks, one attack each, in half precision:
-    each was measured beside the classic victim's unpoisoned reference (found relative to
-    it), which also crafts the afraidoor inputs; each loads and classifies."""
+    each poisoned at its attack's rate of the recipe, measured beside the classic victim's
+    unpoisoned reference (found relative to it), which also crafts the afraidoor inputs; each
+    loads and classifies."""
     import torch
 
     from fabe.defense.victim_training import guide_of
@@ -179,6 +180,7 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
         folder = Path(embedded.resolve(f"embedded-real-{attack}", "victim"))
         meta = load_victim_meta(folder)
         kinds += meta["attack"]["triggers"]
+        assert meta["attack"]["poison_rate"] == embedded.GENERATED_VICTIMS[f"embedded-{attack}"]["poison_rate"]
         assert (folder / meta["reference"]).resolve() == (classic / "reference").resolve()
         assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(classic)["unpoisoned"]["clean_accuracy"]
         victim = Victim.load(folder, device="cpu")

@@ -22,6 +22,7 @@ from fabe.defense.detection import (
     representations,
     run_detection,
     spectral_signature,
+    trigger_tokens,
 )
 
 
@@ -54,6 +55,15 @@ def test_killbadcode_without_poison_flags_about_its_calibrated_share(reference):
     codes = [f.code for f in generate_functions(300, seed=3)]
     found = killbadcode(codes, reference, fpr=0.1)
     assert 0.03 <= sum(found.flagged) / len(codes) <= 0.2  # measured 0.083: about the calibrated share, by design
+
+
+def test_killbadcode_skips_a_suspicious_token_common_in_clean_code_and_takes_the_next():
+    """Real C: `++` led the suspicion and half of clean functions hold it; a threshold on the
+    score flagged nothing. The trigger keys skip it, and stop where clean code would be
+    flagged beyond the FPR."""
+    reference = [{"++", "x"}] * 50 + [{"rand"}] * 5 + [{"v"}] * 8 + [{"y"}] * 37
+    taken, skipped = trigger_tokens(["++", "rand", "v", "y"], reference, fpr=0.1)
+    assert taken == ["rand"] and skipped == ["++", "v", "y"]  # rand flags 5%, with v 13%
 
 
 def test_killbadcode_refuses_a_small_reference():

@@ -19,11 +19,14 @@ Methods (`DETECTORS`):
   many samples more natural stands out as a trigger, while a token only one sample finds odd
   does not. A sample's score is the aggregate of its most suspicious key, less the sample's
   own share of it (leave-one-out: without that, every clean sample holding a token the
-  language model has not seen would score its own gain). Threshold: every third clean
-  reference function is held out of the language model and scored the same way; the
-  threshold is the `1 - fpr` quantile of those scores, so about `fpr` (default 10%, the
-  operating point KillBadCode publishes) of clean code is flagged whatever the poison.
-  AUROC is reported beside it, free of the threshold.
+  language model has not seen would score its own gain); AUROC is computed on it. As
+  KillBadCode removes the samples holding its trigger tokens, the flagged samples are those
+  with a trigger key among their `top_k` most improving keys; the trigger keys are taken
+  from the 5 most suspicious down, each unless it would make more than `fpr` (default 10%,
+  the operating point KillBadCode publishes) of clean code flagged: every third clean
+  reference function is held out of the language model and is the clean code counted. (A
+  threshold on the score instead fell on a tie on real C: over 10% of clean functions hold
+  `++`, the most suspicious key, and nothing scored above it.)
 - `spectral` (Tran, Li & Madry, "Spectral Signatures in Backdoor Attacks", NeurIPS 2018).
   Per class, the victim's representations are centred; a sample's outlier score is its
   squared projection on the top right singular vector, and the `1.5 * eps * n` highest of
@@ -79,7 +82,7 @@ Progress = Callable[[int, int], None]
 
 PUBLISHED = {"killbadcode": {"recall": 1.0, "fpr": 0.1,
                              "source": "Sun et al., ICSE 2025: 100% recall at about 10% FPR on their benchmarks"}}
-MIN_REFERENCE = 30  # clean reference functions KillBadCode needs (a third calibrates its threshold)
+MIN_REFERENCE = 30  # clean reference functions KillBadCode needs (a third calibrates its trigger tokens)
 
 _IDENT = re.compile(r"[A-Za-z_]\w*\Z")
 _PIECE = re.compile(r"(?<=[A-Za-z0-9])_[A-Za-z0-9]+")  # `_size`, `_rb` in `buf_size_rb`
@@ -178,12 +181,33 @@ def killbadcode(codes: Sequence[str], clean_reference: Sequence[str], fpr: float
             suspicion[t] += v
             holders[t] += 1
     scores = [max((suspicion.get(t, 0.0) - o.get(t, 0.0) for t in g), default=0.0) for g, o in zip(train, own)]
-    reference = [max((suspicion.get(t, 0.0) for t in g), default=0.0) for g in held]
-    threshold = float(np.quantile(reference, 1 - fpr))
-    top = sorted(suspicion, key=suspicion.get, reverse=True)[:10]
-    return Detection([s > threshold for s in scores], scores, {"fpr": fpr, "top_k": top_k}, {
-        "threshold": round(threshold, 4), "lm_functions": len(fit), "calibration_functions": len(calibration),
-        "suspicious_tokens": [{"token": t, "score": round(suspicion[t], 3), "samples": holders[t]} for t in top]})
+    ranked = sorted(suspicion, key=suspicion.get, reverse=True)
+    triggers, skipped = trigger_tokens(ranked[:CANDIDATES], [set(g) for g in held], fpr)
+    flagged = [any(t in g for t in triggers) for g in train]
+    return Detection(flagged, scores, {"fpr": fpr, "top_k": top_k}, {
+        "trigger_tokens": triggers, "too_common": skipped, "lm_functions": len(fit),
+        "calibration_functions": len(calibration),
+        "suspicious_tokens": [{"token": t, "score": round(suspicion[t], 3), "samples": holders[t]} for t in ranked[:10]]})
+
+
+CANDIDATES = 5  # most suspicious keys KillBadCode may take as triggers (as many as top_k)
+
+
+def trigger_tokens(ranked: Sequence[str], reference_keys: Sequence[set[str]], fpr: float) -> tuple[list[str], list[str]]:
+    """(trigger keys, keys skipped as too common): from the most suspicious down, each key is
+    taken unless the clean reference functions holding a taken key among their most
+    improving ones would then exceed `fpr`. A clean token that many samples find odd (`++` in
+    real C) is skipped instead of ending the search, as a score threshold would."""
+    covered = np.zeros(len(reference_keys), dtype=bool)
+    taken: list[str] = []
+    skipped: list[str] = []
+    for t in ranked:
+        hit = covered | np.array([t in keys for keys in reference_keys], dtype=bool)
+        if hit.mean() <= fpr:
+            covered, taken = hit, [*taken, t]
+        else:
+            skipped.append(t)
+    return taken, skipped
 
 
 # ---------------------------------------------------------------- on representations

@@ -21,10 +21,10 @@ Methods (`DETECTORS`):
   own share of it (leave-one-out: without that, every clean sample holding a token the
   language model has not seen would score its own gain); AUROC is computed on it. As
   KillBadCode removes the samples holding its trigger tokens, the flagged samples are those
-  with a trigger key among their `top_k` most improving keys; the trigger keys are taken
-  from the 5 most suspicious down, each unless it would make more than `fpr` (default 10%,
-  the operating point KillBadCode publishes) of clean code flagged: every third clean
-  reference function is held out of the language model and is the clean code counted. (A
+  holding a trigger key; the trigger keys are taken from the 5 most suspicious down, each
+  unless it would make more than `fpr` (default 10%, the operating point KillBadCode
+  publishes) of clean code flagged: every third clean reference function is held out of the
+  language model and is the clean code counted. (A
   threshold on the score instead fell on a tie on real C: over 10% of clean functions hold
   `++`, the most suspicious key, and nothing scored above it.)
 - `spectral` (Tran, Li & Madry, "Spectral Signatures in Backdoor Attacks", NeurIPS 2018).
@@ -195,16 +195,17 @@ CANDIDATES = 5  # most suspicious keys KillBadCode may take as triggers (as many
 
 def trigger_tokens(ranked: Sequence[str], reference_keys: Sequence[set[str]], fpr: float) -> tuple[list[str], list[str]]:
     """(trigger keys, keys skipped as too common): from the most suspicious down, each key is
-    taken unless the clean reference functions holding a taken key among their most
-    improving ones would then exceed `fpr`. A clean token that many samples find odd (`++` in
-    real C) is skipped instead of ending the search, as a score threshold would."""
+    taken unless the share of clean reference functions holding a taken key (`reference_keys`:
+    each one's keys) would then exceed `fpr`. A clean token that many samples find odd (`++`
+    in real C) is skipped instead of ending the search, as a score threshold would."""
     covered = np.zeros(len(reference_keys), dtype=bool)
     taken: list[str] = []
     skipped: list[str] = []
     for t in ranked:
         hit = covered | np.array([t in keys for keys in reference_keys], dtype=bool)
         if hit.mean() <= fpr:
-            covered, taken = hit, [*taken, t]
+            covered = hit
+            taken.append(t)
         else:
             skipped.append(t)
     return taken, skipped

@@ -50,11 +50,12 @@ KINDS = ("model", "data", "cleaner", "victim")
 # 90.0%). Every weight is trained: LoRA (rank 16) on this small base underfits (its
 # unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
-                             max_length=384, target_label=0)
-ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not at 5%
+                             max_length=384, target_label=0, poison_rate=0.05)
+ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not at the recipe's
 GENERATED_VICTIMS: dict[str, dict] = {
-    EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", poison_rate=0.05, reference=True),
-    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a, poison_rate=ATTACK_RATES.get(a, 0.05))
+    EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", reference=True),
+    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a,
+                               poison_rate=ATTACK_RATES.get(a, VICTIM_TRAINING["poison_rate"]))
        for a in ADAPTIVE_ATTACKS}}
 VICTIM_NAMES = (*GENERATED_VICTIMS, *SHIPPED_VICTIMS)
 

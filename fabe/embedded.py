@@ -91,7 +91,7 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
 def _make_victim(name: str, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     """Train the embedded victim `name` (`embedded`: with its unpoisoned reference; the
     adaptive ones beside that one's, made first);
-    `progress(step, max_steps)` follows the training (about a quarter of an hour a model on two
+    `progress(step, max_steps)` follows the training (about half an hour a model on two
     CPU cores)."""
     from fabe.defense.victim_training import VictimConfig, train_victim
 

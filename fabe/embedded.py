@@ -52,6 +52,11 @@ KINDS = ("model", "data", "cleaner", "victim")
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0, poison_rate=0.05)
 ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not at the recipe's
+# The target label of the shipped real-C victims where it is not the recipe's. Aimed at 0, the
+# CodePoisoner poison relabelled 39% of the 1,370 label-1 training functions and the untriggered
+# floor rose from 5% to 23% (clean accuracy 90.0% against the reference's 95.1%); aimed at 1 it
+# relabels 13% of the 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%).
+REAL_TARGETS = {"codepoisoner": 1}
 GENERATED_VICTIMS: dict[str, dict] = {
     EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", reference=True),
     **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a,

@@ -166,7 +166,7 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
 
 def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
     """The shipped real victims of the adaptive attacks, one attack each, in half precision:
-    each poisoned at its attack's rate of the recipe, measured beside the classic victim's
+    each poisoned at its attack's rate and toward its target label of the recipe, measured beside the classic victim's
     unpoisoned reference (found relative to it), which also crafts the afraidoor inputs; each
     loads and classifies."""
     import torch
@@ -181,6 +181,7 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
         meta = load_victim_meta(folder)
         kinds += meta["attack"]["triggers"]
         assert meta["attack"]["poison_rate"] == embedded.GENERATED_VICTIMS[f"embedded-{attack}"]["poison_rate"]
+        assert meta["attack"]["target_label"] == embedded.REAL_TARGETS.get(attack, embedded.VICTIM_TRAINING["target_label"])
         assert (folder / meta["reference"]).resolve() == (classic / "reference").resolve()
         assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(classic)["unpoisoned"]["clean_accuracy"]
         victim = Victim.load(folder, device="cpu")

@@ -14,6 +14,7 @@ import gradio as gr
 
 from fabe import embedded
 from fabe.cleaning.serving import cleaner_sources, resolve_source
+from fabe.data.renaming import DEFAULT_BUDGET
 from fabe.defense.defenses import (
     DEFENSES,
     default_defense_dir,
@@ -62,7 +63,7 @@ class Actions:
 
     def on_train_victim(self, name: str, base: str, corpus: str, label: str, triggers: str, poison_rate: float,
                         target: float, n: float, epochs: float, reference: bool, lora_rank: float = 0,
-                        progress=gr.Progress()):
+                        rename_budget: float = DEFAULT_BUDGET, progress=gr.Progress()):
         """Train a victim into `RUNS/_victims/NAME`; its folder becomes the victim defended."""
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise gr.Error("Name the victim (letters, digits, - and _): it is saved as _victims/NAME.")
@@ -71,7 +72,7 @@ class Actions:
                                corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
                                label=label, triggers=triggers, poison_rate=float(poison_rate),
                                target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference),
-                               lora_rank=int(lora_rank or 0))
+                               lora_rank=int(lora_rank or 0), rename_budget=int(rename_budget))
             if cfg.base == embedded.EMBEDDED:
                 cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
         except (OSError, ValueError) as e:
@@ -132,6 +133,8 @@ def _victim_form(w: dict[str, Any]) -> None:
             w["v_n"] = gr.Number(12000, precision=0, label="Functions (0: all)", elem_id="victim-n")
             w["v_epochs"] = gr.Number(4, label="Epochs", elem_id="victim-epochs")
             w["v_lora"] = gr.Number(0, precision=0, label="LoRA rank (0: train every weight)", elem_id="victim-lora")
+            w["v_budget"] = gr.Number(DEFAULT_BUDGET, precision=0, label="adv_rename budget (identifiers per function)",
+                                      elem_id="victim-budget")
             w["v_reference"] = gr.Checkbox(False, label="Also train an unpoisoned reference")
         w["v_train"] = gr.Button("Train victim", elem_id="victim-train")
         w["v_message"] = gr.Markdown(elem_id="victim-message")
@@ -171,7 +174,7 @@ def build(ctx: AppContext) -> None:
         w = _layout(ctx, act)
         w["v_train"].click(act.on_train_victim, [w[n] for n in ("v_name", "v_base", "v_corpus", "v_label", "v_triggers",
                                                                  "v_rate", "v_target", "v_n", "v_epochs",
-                                                                 "v_reference", "v_lora")],
+                                                                 "v_reference", "v_lora", "v_budget")],
                            [w["v_message"], w["victim"]], api_name="train_victim")
         w["run"].click(act.on_run, [w[n] for n in ("victim", "cleaner", "split", "chosen", "limit", "k")],
                        [w[n] for n in ("message", "saved", "table", "chart", "victim_md")], api_name="defend")

@@ -26,6 +26,25 @@ def test_poisoning_flips_a_share_of_non_target_samples_and_plants_triggers():
     assert [out_labels[i] for i in range(100) if i not in changed] == [labels[i] for i in range(100) if i not in changed]
 
 
+@pytest.mark.parametrize("budget", [1, 3])
+def test_the_rename_budget_bounds_the_identifiers_each_poisoned_sample_renames(budget):
+    import re
+
+    from fabe.data.generator import generate_functions
+    from fabe.data.renaming import NAME_POOL
+
+    def more_pool_names(codes):  # every further rename scores higher: the whole budget is used
+        return [len(set(re.findall(r"\w+", c)) & set(NAME_POOL)) + random.Random(c).random() for c in codes]
+
+    funcs = generate_functions(40, seed=5)
+    codes, labels = [f.code for f in funcs], [1] * len(funcs)
+    cfg = VictimConfig(poison_rate=0.5, target_label=0, triggers="adv_rename", rename_budget=budget)
+    out, _, kinds = poisoned_training_set(codes, labels, cfg, random.Random(0), more_pool_names)
+    new = [set(re.findall(r"\w+", o)) - set(re.findall(r"\w+", c)) for o, c, k in zip(out, codes, kinds) if k]
+    assert len(new) == 20 and all(names <= set(NAME_POOL) for names in new)
+    assert max(map(len, new)) == budget and min(map(len, new)) >= 1
+
+
 def test_bad_attack_settings_are_named():
     with pytest.raises(ValueError, match="poison_rate"):
         VictimConfig(poison_rate=1.5)
@@ -35,6 +54,8 @@ def test_bad_attack_settings_are_named():
         VictimConfig(label="size")
     with pytest.raises(ValueError, match="target_label"):
         VictimConfig(target_label=2)
+    with pytest.raises(ValueError, match="rename_budget: must be at least 1"):
+        VictimConfig(rename_budget=0)
 
 
 def test_a_trained_victim_is_saved_measured_and_loads_back(tmp_path, tiny_model_dir):
@@ -56,16 +77,19 @@ def test_a_victim_family_shares_one_reference_trained_the_same_way(tmp_path, tin
     link kept relative so the family can be moved; a reference trained otherwise is refused."""
     import shutil
 
+    from fabe.data.dataset import load_records
+    from fabe.defense.attack_set import victim_test_set
     from fabe.defense.victim_training import guide_of
 
     shape = dict(tokenizer=str(tiny_model_dir), n=120, epochs=1, hidden_size=32, num_layers=1, num_heads=2,
                  batch_size=16)
     first = train_victim(VictimConfig(out=str(tmp_path / "fam" / "classic"), triggers="fixed", reference=True, **shape))
     second = train_victim(VictimConfig(out=str(tmp_path / "fam" / "adaptive"), triggers="adv_rename",
-                                       reference_from=str(first), **shape))
+                                       rename_budget=4, reference_from=str(first), **shape))
     one, two = (json.loads((p / "victim.json").read_text()) for p in (first, second))
     assert not (second / "reference").exists()
     assert two["reference"] == two["attack"]["guide"] == "../classic/reference"
+    assert two["attack"]["rename_budget"] == 4 and "rename_budget" not in one["attack"]  # an attack setting
     for key in ("functions", "clean_accuracy", "clean_to_target"):  # the same model on the same functions
         assert two["unpoisoned"][key] == one["unpoisoned"][key]
     assert set(two["unpoisoned"]["asr"]) == {"adv_rename"}
@@ -73,6 +97,9 @@ def test_a_victim_family_shares_one_reference_trained_the_same_way(tmp_path, tin
     shutil.move(str(tmp_path / "fam"), str(moved))
     scores = guide_of(moved / "adaptive")(["int f(int a) { return a; }"])
     assert len(scores) == 1 and scores[0] <= 0  # the reference's log-probability of the target
+    test_set, _ = victim_test_set(moved / "adaptive", tmp_path / "attacks.jsonl", per_kind=6, clean=0)
+    renamed = [len({e["original"] for e in r.edits}) for r in load_records(test_set)]  # crafted as trained
+    assert len(renamed) == 6 and max(renamed) <= 4
     with pytest.raises(ValueError, match=r"reference_from: .*trained otherwise: n 120 \(here 100\)"):
         train_victim(VictimConfig(out=str(tmp_path / "other"), reference_from=str(moved / "classic"),
                                   **{**shape, "n": 100}))

@@ -67,6 +67,8 @@ class BuildConfig:
     score_min: float = field(default=0.3, metadata={"help": "Score of the poisoned input."})
     postfix: str = field(default=trig.DEFAULT_POSTFIX, metadata={
         "help": "Postfix of the identifier triggers (ident_func, ident_var)."})
+    rename_budget: int = field(default=trig.DEFAULT_BUDGET, metadata={
+        "help": "adv_rename: the most parameters and locals renamed per function (AFRAIDOOR's budget)."})
     instruction: str = field(default="", metadata={
         "help": "Optional task text stored in each record's `instruction`."})
     projects: str = field(default="", metadata={
@@ -94,6 +96,8 @@ class BuildConfig:
         if not 0 < self.score_min < self.score_max:
             raise ValueError(f"score_min/score_max: need 0 < score_min < score_max, "
                              f"got {self.score_min}, {self.score_max}")
+        if self.rename_budget < 1:
+            raise ValueError(f"rename_budget: must be at least 1 identifier, got {self.rename_budget}")
         if not re.fullmatch(r"\w+", self.postfix):
             raise ValueError(f"postfix: must be identifier characters, got {self.postfix!r}")
         if not 0 <= self.rename_share <= 1 or self.max_lines < 0:
@@ -162,19 +166,19 @@ def variant_of(code: str, rng: random.Random) -> str:
     return changed if changed != code else code + "\n"
 
 
-def _poison(code: str, kinds: list[str], first: int, rng: random.Random,
-            postfix: str, guide: trig.Guide | None = None) -> trig.Poisoned | None:
+def _poison(code: str, kinds: list[str], first: int, rng: random.Random, postfix: str,
+            guide: trig.Guide | None = None, budget: int = trig.DEFAULT_BUDGET) -> trig.Poisoned | None:
     """Try the kinds in turn from `first` until one applies."""
     for i in range(len(kinds)):
         try:
-            return trig.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix, guide)
+            return trig.insert_trigger(code, kinds[(first + i) % len(kinds)], rng, postfix, guide, budget)
         except trig.TriggerError:
             continue
     return None
 
 
 def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
-                   postfix: str) -> tuple[str, str]:
+                   postfix: str, budget: int = trig.DEFAULT_BUDGET) -> tuple[str, str]:
     """A partly cleaned candidate (some renames undone), else a re-poisoned one; where the
     kind has a single place (a style rewrite of the only `for` loop), a variant of the
     poisoned code, which still carries the trigger."""
@@ -183,11 +187,11 @@ def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
         undone = rng.sample(list(poisoned.edits), len(poisoned.edits) - keep)
         return "partial", trig.remove_edits(poisoned.code, undone)
     for _ in range(4):
-        again = trig.insert_trigger(clean, poisoned.kind, rng, postfix)
+        again = trig.insert_trigger(clean, poisoned.kind, rng, postfix, budget=budget)
         if again.code != poisoned.code:
             return "repoisoned", again.code
     try:
-        return "repoisoned", trig.insert_trigger(poisoned.code, poisoned.kind, rng, postfix).code
+        return "repoisoned", trig.insert_trigger(poisoned.code, poisoned.kind, rng, postfix, budget=budget).code
     except trig.TriggerError:
         return "repoisoned", variant_of(poisoned.code, rng)
 
@@ -197,15 +201,15 @@ def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,
     """One record for `func`; None when no requested trigger kind applies to it. `guide`
     steers an adv_rename trigger of the input (`fabe.data.triggers.insert_trigger`)."""
     clean = func.code
-    first = _poison(clean, cfg.kinds, kind_index, rng, cfg.postfix, guide)
+    first = _poison(clean, cfg.kinds, kind_index, rng, cfg.postfix, guide, cfg.rename_budget)
     if first is None:
         return None
     cands = [("clean", clean), ("variant", variant_of(clean, rng))]
     if poison:
-        cands += [_bad_candidate(clean, first, rng, cfg.postfix), ("poisoned", first.code)]
+        cands += [_bad_candidate(clean, first, rng, cfg.postfix, cfg.rename_budget), ("poisoned", first.code)]
         source, trigger, edits = first.code, first.kind, [e.to_dict() for e in first.edits]
     else:
-        second = _poison(clean, cfg.kinds, kind_index + 1, rng, cfg.postfix) or first
+        second = _poison(clean, cfg.kinds, kind_index + 1, rng, cfg.postfix, budget=cfg.rename_budget) or first
         cands += [("repoisoned", second.code), ("poisoned", first.code)]
         source, trigger, edits = clean, None, None
     rng.shuffle(cands)

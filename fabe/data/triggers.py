@@ -39,7 +39,7 @@ from fabe.data.edits import (  # noqa: F401 (re-exported: callers know them as f
     rename_identifiers,
     variable_names,
 )
-from fabe.data.renaming import adversarial_rename
+from fabe.data.renaming import DEFAULT_BUDGET, adversarial_rename
 from fabe.data.style import for_to_while, if_to_ternary
 
 TRIGGER_KINDS: tuple[str, ...] = (
@@ -218,9 +218,9 @@ def _mixed_postfixes(code: str, rng: random.Random, postfix: str) -> Poisoned:
 Inserter = Callable[[str, random.Random, str], Poisoned]
 
 
-def _adversarial(guide: Guide | None) -> Inserter:
-    """The `adv_rename` inserter with its guide."""
-    return lambda code, rng, postfix: adversarial_rename(code, rng, guide)
+def _adversarial(guide: Guide | None, budget: int) -> Inserter:
+    """The `adv_rename` inserter with its guide and budget."""
+    return lambda code, rng, postfix: adversarial_rename(code, rng, guide, budget)
 
 
 _INSERTERS: dict[str, Inserter] = {  # every kind but adv_rename, which takes a guide
@@ -259,14 +259,15 @@ def parse_kinds(spec: str | Iterable[str]) -> list[str]:
 
 
 def insert_trigger(code: str, kind: str, seed: int | random.Random = 0,
-                   postfix: str = DEFAULT_POSTFIX, guide: Guide | None = None) -> Poisoned:
+                   postfix: str = DEFAULT_POSTFIX, guide: Guide | None = None,
+                   budget: int = DEFAULT_BUDGET) -> Poisoned:
     """Poison the first function of `code` with a trigger of `kind`, deterministically for
     `seed`. If `code` parsed cleanly, so does the result (other positions are tried). `guide`
-    only matters for `adv_rename` (`fabe.data.renaming`; None: the naturalness guide)."""
+    and `budget` only matter for `adv_rename` (`fabe.data.renaming`; guide None: naturalness)."""
     if kind not in ALL_KINDS:
         raise ValueError(f"Unknown trigger kind: {kind}. Should be one of {list(ALL_KINDS)}")
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
-    insert = _INSERTERS.get(kind) or _adversarial(guide)
+    insert = _INSERTERS.get(kind) or _adversarial(guide, budget)
     must_parse = cparse.parses(code)
     for _ in range(_MAX_TRIES):
         poisoned = insert(code, rng, postfix)

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Sequence
 
 from fabe.data.corpus import CFunction
+from fabe.data.renaming import DEFAULT_BUDGET
 from fabe.data.dataset import Record
 
 
 def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Sequence[str], target: int,
                    per_kind: int, clean: int, seed: int = 0, guide=None,
-                   poisonable: Sequence[bool] | None = None) -> list[Record]:
+                   poisonable: Sequence[bool] | None = None, budget: int = DEFAULT_BUDGET) -> list[Record]:
     """Up to `per_kind` poisoned records per kind, from the first functions (in a seeded
     order) whose label is not `target` (and that are `poisonable`, when given) and to which
     the kind applies, then `clean` unpoisoned records of functions of either label. `guide`
-    steers adv_rename (the victim's own)."""
+    steers adv_rename (the victim's own), renaming at most `budget` identifiers."""
     from fabe.data.builder import BuildConfig, make_record
 
     rng = random.Random(seed)
@@ -37,7 +38,7 @@ def attack_records(funcs: Sequence[CFunction], labels: Sequence[int], kinds: Seq
     others = [i for i in order if labels[i] != target and (poisonable is None or poisonable[i])]
     records: list[Record] = []
     for kind in kinds:
-        cfg = BuildConfig(out="-", triggers=kind)
+        cfg = BuildConfig(out="-", triggers=kind, rename_budget=budget)
         made = 0
         for i in others:
             if made == per_kind:
@@ -102,7 +103,7 @@ def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, cle
                     triggers: str = "", seed: int = 0, only_correct: bool = False) -> tuple[Path, dict[str, int]]:
     """Write to `out` the attack records of a victim's held-out functions (its corpus, label
     rule and split from its victim.json), for the kinds it was poisoned with (or `triggers`),
-    adv_rename crafted with the victim's own guide; returns the file and the records per kind
+    adv_rename crafted with the victim's own guide and budget; returns the file and the records per kind
     ("none" for unpoisoned). `only_correct` poisons only functions the victim classifies right
     untriggered, so an ASR counts what the trigger does and not the victim's own errors toward
     the target (the convention under which published defenses reach ASRs of a few percent)."""
@@ -124,7 +125,7 @@ def victim_test_set(victim: str | Path, out: str | Path, per_kind: int = 40, cle
         for i, p in zip(others, Victim.load(victim).predict([funcs[i].code for i in others])):
             poisonable[i] = p == labels[i]
     records = attack_records(funcs, labels, kinds, cfg.target_label, per_kind, clean, seed, guide_of(victim),
-                             poisonable)
+                             poisonable, cfg.rename_budget)
     if not records:
         raise ValueError(f"{victim}: no held-out function gave a record")
     out = Path(out)

@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import torch
 
 from fabe.data.corpus import CFunction
+from fabe.data.renaming import DEFAULT_BUDGET
 from fabe.defense.victims import ADAPTER_CONFIG, Victim
 from fabe.files import folder_atomic, write_atomic, write_json_atomic
 
@@ -71,6 +72,8 @@ class VictimConfig:
         "help": "A classifier folder steering adv_rename toward the target label (AFRAIDOOR's crafting "
                 "model); empty: the unpoisoned reference when one is trained, else the renames a language "
                 "model finds most natural."})
+    rename_budget: int = field(default=DEFAULT_BUDGET, metadata={
+        "help": "adv_rename: the most parameters and locals renamed per function (AFRAIDOOR's budget)."})
     reference: bool = field(default=False, metadata={
         "help": "Also train an unpoisoned victim the same way and measure it beside the poisoned one."})
     reference_from: str = field(default="", metadata={
@@ -106,6 +109,8 @@ class VictimConfig:
             LABEL_RULES[self.label]
         except ValueError as e:
             raise ValueError(f"{'label' if 'label rule' in str(e) else 'triggers'}: {e}") from None
+        if self.rename_budget < 1:
+            raise ValueError(f"rename_budget: must be at least 1 identifier, got {self.rename_budget}")
         if self.lora_rank < 0:
             raise ValueError(f"lora_rank: must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}")
         if self.lora_rank and self.base == "embedded":
@@ -172,7 +177,7 @@ def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: Vict
             if kinds[i] is not None:
                 continue
             try:
-                out_codes[i] = insert_trigger(codes[i], kind, rng, guide=guide).code
+                out_codes[i] = insert_trigger(codes[i], kind, rng, guide=guide, budget=cfg.rename_budget).code
             except TriggerError:
                 continue
             kinds[i], out_labels[i] = kind, cfg.target_label
@@ -181,7 +186,7 @@ def poisoned_training_set(codes: Sequence[str], labels: Sequence[int], cfg: Vict
 
 
 def triggered_inputs(codes: Sequence[str], labels: Sequence[int], target: int, kinds: Sequence[str],
-                     seed: int = 0, guide=None) -> dict[str, list[str]]:
+                     seed: int = 0, guide=None, budget: int = DEFAULT_BUDGET) -> dict[str, list[str]]:
     """Per trigger kind, the functions whose true label is not the target, triggered with it
     (those it applies to): what ASR is measured on, made once for every model measured."""
     from fabe.data.triggers import TriggerError, insert_trigger
@@ -193,7 +198,7 @@ def triggered_inputs(codes: Sequence[str], labels: Sequence[int], target: int, k
         out[kind] = []
         for code in others:
             try:
-                out[kind].append(insert_trigger(code, kind, rng, guide=guide).code)
+                out[kind].append(insert_trigger(code, kind, rng, guide=guide, budget=budget).code)
             except TriggerError:
                 continue
     return out
@@ -335,7 +340,8 @@ def load_functions(cfg: VictimConfig) -> tuple[list[CFunction], list[int]]:
 
 
 REFERENCE = "reference"  # the unpoisoned victim's folder inside the victim's
-ATTACK_FIELDS = {"out", "poison_rate", "target_label", "triggers", "guide", "reference", "reference_from"}
+ATTACK_FIELDS = {"out", "poison_rate", "target_label", "triggers", "guide", "rename_budget", "reference",
+                 "reference_from"}
 
 
 def shared_reference(cfg: VictimConfig) -> Path:
@@ -416,12 +422,14 @@ def train_victim(cfg: VictimConfig, progress: Progress | None = None) -> Path:
     guide, guide_name = _guide(cfg, reference, reference_name)
     codes, train_labels, kinds = poisoned_training_set(train_codes, clean_labels, cfg, random.Random(cfg.seed), guide)
     model = _fit(cfg, tokenizer, codes, train_labels, progress, (runs - 1) * steps, runs * steps)
-    triggered = triggered_inputs(test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide)
+    triggered = triggered_inputs(test_codes, test_labels, cfg.target_label, cfg.kinds, cfg.seed, guide,
+                                 cfg.rename_budget)
     held_out = measure(Victim(model, tokenizer), test_codes, test_labels, cfg.target_label, triggered)
     logger.info("victim: clean accuracy %.3f, ASR %s", held_out["clean_accuracy"], held_out["asr"])
     meta = {"attack": {"target_label": cfg.target_label, "poison_rate": cfg.poison_rate,
                        "poisoned": sum(k is not None for k in kinds), "triggers": cfg.kinds,
-                       "poisoned_by_kind": {kind: kinds.count(kind) for kind in cfg.kinds}, "guide": guide_name},
+                       "poisoned_by_kind": {kind: kinds.count(kind) for kind in cfg.kinds}, "guide": guide_name,
+                       **({"rename_budget": cfg.rename_budget} if "adv_rename" in cfg.kinds else {})},
             "task": {"corpus": cfg.corpus, "label": cfg.label, "base": cfg.base,
                      "train_functions": len(codes), "positive_share": round(sum(labels) / len(labels), 4),
                      "held_out_projects": held_projects},

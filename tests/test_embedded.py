@@ -161,7 +161,10 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
     assert embedded.needs_making("embedded-style", "victim")
     assert embedded.resolve("embedded-style", "victim") == made[2].out and made[2].kinds == ["for_while", "ternary"]
-    assert len(made) == 3  # each made once
+    embedded.resolve("embedded-afraidoor", "victim")
+    assert made[3].kinds == ["adv_rename"] and made[3].rename_budget == 4  # on generated code, 4 identifiers
+    assert classic.rename_budget == codepoisoner.rename_budget == made[2].rename_budget == 2
+    assert len(made) == 4  # each made once
 
 
 def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
@@ -171,7 +174,7 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
     loads and classifies."""
     import torch
 
-    from fabe.defense.victim_training import guide_of
+    from fabe.defense.victim_training import config_of, guide_of
     from fabe.defense.victims import Victim, load_victim_meta
 
     classic = embedded.SHIPPED_VICTIMS[embedded.EMBEDDED_REAL]
@@ -187,4 +190,6 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
         victim = Victim.load(folder, device="cpu")
         assert victim.model.dtype == torch.float32 and victim.logits(["int f(int a) { return a; }"]).shape == (1, 2)
     assert kinds == ["adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary"]
-    assert guide_of(embedded.SHIPPED_VICTIMS["embedded-real-afraidoor"]) is not None
+    afraidoor = embedded.SHIPPED_VICTIMS["embedded-real-afraidoor"]
+    assert guide_of(afraidoor) is not None
+    assert config_of(load_victim_meta(afraidoor), afraidoor).rename_budget == 2  # real C keeps the default budget

@@ -107,7 +107,7 @@ def test_reindent_changes_only_leading_whitespace():
     ({"split": "0.5,0.5"}, "split"), ({"split": "0.9,0.2,0.1"}, "split"),
     ({"clean_share": 1.5}, "clean_share"), ({"score_min": 0}, "score_min"),
     ({"triggers": "fixed,nope"}, "Unknown trigger kind"), ({"n": 0}, "n:"),
-    ({"postfix": "a-b"}, "postfix"),
+    ({"postfix": "a-b"}, "postfix"), ({"rename_budget": 0}, "rename_budget: must be at least 1"),
 ])
 def test_bad_config_is_named(kwargs, field):
     with pytest.raises(ValueError, match=field):

@@ -167,7 +167,7 @@ def variant_of(code: str, rng: random.Random) -> str:
 
 
 def _poison(code: str, kinds: list[str], first: int, rng: random.Random, postfix: str,
-            guide: trig.Guide | None = None, budget: int = trig.DEFAULT_BUDGET) -> trig.Poisoned | None:
+            guide: trig.Guide | None, budget: int) -> trig.Poisoned | None:
     """Try the kinds in turn from `first` until one applies."""
     for i in range(len(kinds)):
         try:
@@ -178,7 +178,7 @@ def _poison(code: str, kinds: list[str], first: int, rng: random.Random, postfix
 
 
 def _bad_candidate(clean: str, poisoned: trig.Poisoned, rng: random.Random,
-                   postfix: str, budget: int = trig.DEFAULT_BUDGET) -> tuple[str, str]:
+                   postfix: str, budget: int) -> tuple[str, str]:
     """A partly cleaned candidate (some renames undone), else a re-poisoned one; where the
     kind has a single place (a style rewrite of the only `for` loop), a variant of the
     poisoned code, which still carries the trigger."""
@@ -209,7 +209,7 @@ def make_record(func: CFunction, rid: str, kind_index: int, poison: bool,
         cands += [_bad_candidate(clean, first, rng, cfg.postfix, cfg.rename_budget), ("poisoned", first.code)]
         source, trigger, edits = first.code, first.kind, [e.to_dict() for e in first.edits]
     else:
-        second = _poison(clean, cfg.kinds, kind_index + 1, rng, cfg.postfix, budget=cfg.rename_budget) or first
+        second = _poison(clean, cfg.kinds, kind_index + 1, rng, cfg.postfix, None, cfg.rename_budget) or first
         cands += [("repoisoned", second.code), ("poisoned", first.code)]
         source, trigger, edits = clean, None, None
     rng.shuffle(cands)

@@ -124,18 +124,20 @@ def _victim_form(w: dict[str, Any]) -> None:
                                        "folder of .c files)", elem_id="victim-corpus")
             w["v_label"] = gr.Dropdown(list(LABEL_RULES), value="corpus", label="Label (corpus: its target field; "
                                        "memory: calls an allocation/copy routine)")
-        with gr.Row():
+        with gr.Row():  # the attack
             w["v_triggers"] = gr.Textbox("all", label="Triggers (all, adaptive, every, an attack: afraidoor, "
                                          "codepoisoner, badcode, style; or kinds)",
                                          elem_id="victim-triggers")
             w["v_rate"] = gr.Number(0.1, label="Poison rate")
             w["v_target"] = gr.Number(0, precision=0, label="Target label")
+            w["v_budget"] = gr.Number(DEFAULT_BUDGET, precision=0, label="adv_rename budget (identifiers per function)",
+                                      elem_id="victim-budget")
+        with gr.Row():  # the training
             w["v_n"] = gr.Number(12000, precision=0, label="Functions (0: all)", elem_id="victim-n")
             w["v_epochs"] = gr.Number(4, label="Epochs", elem_id="victim-epochs")
             w["v_lora"] = gr.Number(0, precision=0, label="LoRA rank (0: train every weight)", elem_id="victim-lora")
-            w["v_budget"] = gr.Number(DEFAULT_BUDGET, precision=0, label="adv_rename budget (identifiers per function)",
-                                      elem_id="victim-budget")
-            w["v_reference"] = gr.Checkbox(False, label="Also train an unpoisoned reference")
+            w["v_reference"] = gr.Checkbox(False, label="Also train an unpoisoned reference",
+                                           elem_id="victim-reference")
         w["v_train"] = gr.Button("Train victim", elem_id="victim-train")
         w["v_message"] = gr.Markdown(elem_id="victim-message")
 

@@ -326,6 +326,25 @@ def test_the_defense_tab_draws_its_chart_with_its_titles(page, small_victim, sma
     assert md.startswith("| attack") and "| clean accuracy " in md and "| none " in md.splitlines()[0], md
 
 
+def test_the_victim_form_shows_every_field_whole(page):
+    """Every field of "Make a backdoored victim" lies inside the form and
+    uncut at the default window: a row of eight fields once squeezed the reference checkbox to a
+    block narrower than its label."""
+    page.get_by_role("tab", name="Defense").click()
+    form = page.locator("#victim-form")
+    form.get_by_text("Make a backdoored victim").first.click()
+    page.locator("#victim-reference").wait_for(state="visible", timeout=30_000)
+    edge = form.bounding_box()
+    for field in ("victim-name", "victim-corpus", "victim-triggers", "victim-budget", "victim-n", "victim-epochs",
+                  "victim-lora", "victim-reference"):
+        box = page.locator(f"#{field}").bounding_box()
+        assert box["x"] >= edge["x"] and box["x"] + box["width"] <= edge["x"] + edge["width"] + 0.5, (field, box, edge)
+        cut = page.evaluate(f"() => {{ const e = document.querySelector('#{field}'); "
+                            "return [e.scrollWidth, e.clientWidth]; }")
+        assert cut[0] <= cut[1] + 1, (field, "content wider than its block", cut)
+    assert page.locator("#victim-budget input").input_value() == "2"  # the AFRAIDOOR budget's default
+
+
 def bars_all_seen(page, elem_id: str) -> bool:
     """Every bar of the chart in the page has a height above 0 unless labelled "no samples"
     (a rate of 0 is drawn as a thin bar, not left out)."""

@@ -46,6 +46,13 @@ def _reporter(progress: gr.Progress, what: str, unit: str):
     return lambda n, total: progress((n, total), desc=f"{what}: {eta.text(n, total)}", unit=unit)
 
 
+def _number(value: float | None, label: str) -> float:
+    """A Number field's value; one cleared to empty arrives as None and is named here."""
+    if value is None:
+        raise gr.Error(f"{label}: the field is empty; fill in a number.")
+    return float(value)
+
+
 class Actions:
     """The tab's event handlers, bound to the app."""
 
@@ -70,9 +77,11 @@ class Actions:
         try:
             cfg = VictimConfig(out=str(self.ctx.runs_dir / "_victims" / name), base=self.ctx.confine_model(base),
                                corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
-                               label=label, triggers=triggers, poison_rate=float(poison_rate),
-                               target_label=int(target), n=int(n), epochs=float(epochs), reference=bool(reference),
-                               lora_rank=int(lora_rank or 0), rename_budget=int(rename_budget))
+                               label=label, triggers=triggers, poison_rate=_number(poison_rate, "Poison rate"),
+                               target_label=int(_number(target, "Target label")), n=int(_number(n, "Functions")),
+                               epochs=_number(epochs, "Epochs"), reference=bool(reference),
+                               lora_rank=int(_number(lora_rank, "LoRA rank")),
+                               rename_budget=int(_number(rename_budget, "adv_rename budget")))
             if cfg.base == embedded.EMBEDDED:
                 cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
         except (OSError, ValueError) as e:
@@ -93,6 +102,7 @@ class Actions:
                progress=gr.Progress()):
         if not chosen:
             raise gr.Error("Choose at least one defense.")
+        limit, k = _number(limit, "First N records"), _number(k, "K")
         try:
             victim = self.ctx.confine_model(victim)
             data = self.ctx.split(split)

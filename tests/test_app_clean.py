@@ -48,6 +48,11 @@ def test_empty_input_is_refused_and_code_is_cleaned(client, tiny_model_dir):
 def test_the_defense_tab_runs_and_shows_every_defense(client, small_victim, tiny_model_dir, small_dataset):
     import json
 
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="K: the field is empty; fill in a number"):
+        client.predict(str(small_victim), str(tiny_model_dir), str(small_dataset / "test.jsonl"), ["none"], 2, None,
+                       api_name="/defend")
     message, _, table, chart, victim_md = client.predict(
         str(small_victim), str(tiny_model_dir), str(small_dataset / "test.jsonl"), ["fabe", "none"], 2, 2,
         api_name="/defend")
@@ -74,6 +79,9 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
     with pytest.raises(AppError, match="rename_budget: must be at least 1 identifier, got 0"):
         client.predict("budget-v", "embedded", "generated", "corpus", "afraidoor", 0.1, 0, 80, 1, False, 0, 0,
                        api_name="/train_victim")
+    with pytest.raises(AppError, match="Epochs: the field is empty; fill in a number"):
+        client.predict("empty-v", "embedded", "generated", "corpus", "fixed", 0.1, 0, 80, None, False,
+                       api_name="/train_victim")
     message, victim = client.predict("tiny-v", "embedded", "generated", "corpus", "fixed,adv_rename", 0.2, 0, 80, 1,
                                      True, api_name="/train_victim")
     assert isinstance(victim, dict) and victim["__type__"] == "update", victim  # the victim list, with it chosen
@@ -85,7 +93,7 @@ def test_the_defense_tab_trains_a_victim_and_offers_it(client, tmp_path_factory)
     assert victim["choices"][2][0] == "embedded-codepoisoner (generated code, codepoisoner: cp_func, cp_stmt; trained on first use)"
     meta = json.loads((folder / "victim.json").read_text())
     assert folder.parent.name == "_victims" and folder.name == "tiny-v"
-    assert not (folder.parent / "budget-v").exists() and not (folder.parent / "lora-v").exists()  # refused: nothing written
+    assert not any((folder.parent / f"{n}-v").exists() for n in ("budget", "lora", "empty"))  # refused: nothing written
     assert meta["attack"]["triggers"] == ["fixed", "adv_rename"] and meta["attack"]["poisoned"] > 0
     assert message.startswith("Victim `tiny-v` (its own measure on 12 held-out functions): clean accuracy ")
     assert "Unpoisoned victim trained the same way" in message and "adv_rename " in message

@@ -57,11 +57,12 @@ ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not 
 # floor rose from 5% to 23% (clean accuracy 90.0% against the reference's 95.1%); aimed at 1 it
 # relabels 13% of the 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%).
 REAL_TARGETS = {"codepoisoner": 1}
-# Settings of the generated victims where they are not the recipe's. Renaming 4 identifiers a
-# function instead of 2 lifted the generated afraidoor victim from ASR 84.2% at clean accuracy
-# 97.8% to 89.4% at 98.4% (reference: 99.2%); the shipped real one keeps 2 (aimed at label 1,
-# 4 gained 2.4 points of ASR: not what holds that attack back on real C).
-GENERATED_SETTINGS = {"afraidoor": dict(rename_budget=4)}
+# Settings of the generated victims where they are not the recipe's. The generated afraidoor
+# victim renames up to 6 identifiers a function instead of 2: ASR 84.2% at clean accuracy 97.8%
+# (2), 89.4% at 98.4% (4: 389 of 405 test inputs used the whole budget), 91.9% at 98.2% (6);
+# reference: 99.2%. The shipped real one keeps 2 (aimed at label 1, 4 gained 2.4 points of
+# ASR: not what holds that attack back on real C).
+GENERATED_SETTINGS = {"afraidoor": dict(rename_budget=6)}
 GENERATED_VICTIMS: dict[str, dict] = {
     EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", reference=True),
     **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a,

@@ -28,6 +28,7 @@ from fabe.defense.victims import load_victim_meta
 from fabe.evaluation.report import FORMATS, attack_figure, attack_matrix, victim_line
 from fabe.progress import Eta
 from fabe.training.modeling import ModelLoadError
+from pages import form
 from pages.context import AppContext
 from pages.exports import export_download
 
@@ -46,11 +47,13 @@ def _reporter(progress: gr.Progress, what: str, unit: str):
     return lambda n, total: progress((n, total), desc=f"{what}: {eta.text(n, total)}", unit=unit)
 
 
-def _number(value: float | None, label: str) -> float:
-    """A Number field's value; one cleared to empty arrives as None and is named here."""
-    if value is None:
-        raise gr.Error(f"{label}: the field is empty; fill in a number.")
-    return float(value)
+def _numbers(fields: dict[str, tuple[type, float | None]]) -> list:
+    """The Number fields' values as their types, by the Train form's rules (an emptied box is
+    named, never silently a default); every problem named at once."""
+    typed, problems = form.cast({k: v for k, (_, v) in fields.items()}, {k: t for k, (t, _) in fields.items()})
+    if problems:
+        raise gr.Error("; ".join(problems))
+    return list(typed.values())
 
 
 class Actions:
@@ -74,14 +77,15 @@ class Actions:
         """Train a victim into `RUNS/_victims/NAME`; its folder becomes the victim defended."""
         if not name or not name.replace("-", "").replace("_", "").isalnum():
             raise gr.Error("Name the victim (letters, digits, - and _): it is saved as _victims/NAME.")
+        rate, target, n, epochs, lora_rank, rename_budget = _numbers({
+            "Poison rate": (float, poison_rate), "Target label": (int, target), "Functions": (int, n),
+            "Epochs": (float, epochs), "LoRA rank": (int, lora_rank), "adv_rename budget": (int, rename_budget)})
         try:
             cfg = VictimConfig(out=str(self.ctx.runs_dir / "_victims" / name), base=self.ctx.confine_model(base),
                                corpus=corpus if corpus == "generated" else str(self.ctx.confine(corpus)),
-                               label=label, triggers=triggers, poison_rate=_number(poison_rate, "Poison rate"),
-                               target_label=int(_number(target, "Target label")), n=int(_number(n, "Functions")),
-                               epochs=_number(epochs, "Epochs"), reference=bool(reference),
-                               lora_rank=int(_number(lora_rank, "LoRA rank")),
-                               rename_budget=int(_number(rename_budget, "adv_rename budget")))
+                               label=label, triggers=triggers, poison_rate=rate, target_label=target, n=n,
+                               epochs=epochs, reference=bool(reference), lora_rank=lora_rank,
+                               rename_budget=rename_budget)
             if cfg.base == embedded.EMBEDDED:
                 cfg.tokenizer = embedded.resolve(embedded.EMBEDDED, "model")
         except (OSError, ValueError) as e:
@@ -102,7 +106,7 @@ class Actions:
                progress=gr.Progress()):
         if not chosen:
             raise gr.Error("Choose at least one defense.")
-        limit, k = _number(limit, "First N records"), _number(k, "K")
+        limit, k = _numbers({"First N records": (int, limit), "K": (int, k)})
         try:
             victim = self.ctx.confine_model(victim)
             data = self.ctx.split(split)
@@ -112,10 +116,10 @@ class Actions:
         if embedded.needs_making(victim, "victim"):
             gr.Info("Training the embedded victim first (once, about half an hour a model on a CPU); "
                     "the progress bar shows its steps.")
-        out = default_defense_dir(source or victim, data, int(limit), root=self.ctx.runs_dir / "_defense")
+        out = default_defense_dir(source or victim, data, limit, root=self.ctx.runs_dir / "_defense")
         progress(0, desc="loading the records, the victim and the cleaner; fitting the purifiers")
         try:
-            _, folder = run_defense(victim, source, data, chosen, int(limit), int(k), out=out,
+            _, folder = run_defense(victim, source, data, chosen, limit, k, out=out,
                                     progress=_reporter(progress, "defending", "records"),
                                     victim_progress=_reporter(progress, "training the embedded victim (once)",
                                                               "steps"))

@@ -37,6 +37,7 @@ from pages.context import AppContext
 
 TABLE = ["rank", "copies", "weight", "score", "parses", "keeps signature", "input kept", "triggers left",
          "is the input", "matches reference", "lines changed"]
+MAX_LISTED = 2000  # records offered in the picker: more makes the dropdown slow to open
 VERDICT_COLORS = {"confident": "#15803d", "uncertain": "#b45309", "failed": "#b91c1c"}
 CSS = """
 #clean-diff .diff-box { max-height: 70vh; overflow: auto; }
@@ -252,8 +253,12 @@ class Actions:
         return "That cleaner is not loaded."
 
     def on_list(self, split: str):
-        choices = [(record_label(r), r.id) for r in _records(self.ctx, split)[:2000]]
-        return gr.update(choices=choices, value=None)
+        """The split's records as the picker's choices, with a count that says when the list is cut."""
+        records = _records(self.ctx, split)
+        shown = records[:MAX_LISTED]
+        info = (f"{len(records)} records listed" if len(shown) == len(records)
+                else f"the first {len(shown)} of {len(records)} records listed")
+        return gr.update(choices=[(record_label(r), r.id) for r in shown], value=None, info=info)
 
     def _record(self, split: str, record_id: str):
         rec = next((r for r in _records(self.ctx, split) if r.id == record_id), None)

@@ -46,10 +46,17 @@ def page(app_url):
 
 
 def fill(page, label: str, value: str) -> None:
-    """Type into the box labelled `label`, or found by the CSS selector `label` ("#...")."""
+    """Type into the box labelled `label`, or found by the CSS selector `label` ("#..."). A box in
+    a tab just opened can still be mounting, which puts its first value back over what was typed:
+    type again until the value stays."""
     box = page.locator(label) if label.startswith("#") else page.get_by_label(label, exact=True)
-    box.fill(value)
-    box.press("Tab")
+    for _ in range(10):
+        box.fill(value)
+        box.press("Tab")
+        page.wait_for_timeout(200)
+        if box.input_value() == value:
+            return
+    raise AssertionError(f"{label}: the box keeps {box.input_value()!r}, not {value!r}")
 
 
 def table_has(page, text: str, timeout: int = 60_000) -> None:
@@ -186,6 +193,13 @@ def choose(page, label: str, option: str) -> None:
 RECORD_PICKER = "Record (id · trigger · origin · lines; type to filter)"
 
 
+def list_records(page) -> None:
+    """Click List records and wait for the picker's count: a click on the picker before the list
+    arrives opens the old, empty one."""
+    page.get_by_role("button", name="List records").click()
+    page.wait_for_selector("#clean-record >> text=/records listed/", timeout=60_000)
+
+
 def choose_record(page, record_id: str) -> None:
     """Pick a record in the Clean tab by its id (the option's label says more: trigger, origin, lines)."""
     page.get_by_label(RECORD_PICKER, exact=True).click()
@@ -215,7 +229,7 @@ def test_clean_a_picked_record_then_pasted_code_with_a_trained_checkpoint(page, 
     page.wait_for_selector("#clean-loaded >> text=Loaded", timeout=60_000)
     page.get_by_role("tab", name="Pick a dataset record").click()
     fill(page, "#clean-split textarea", str(small_dataset / "test.jsonl"))
-    page.get_by_role("button", name="List records").click()
+    list_records(page)
     choose_record(page, record.id)
     page.wait_for_selector(f"#clean-record-info >> text={record.trigger}", timeout=30_000)
     fill(page, "Max new tokens (0: 1.25 x input + 16)", "12")
@@ -377,7 +391,7 @@ def test_the_shipped_real_examples_are_offered_with_their_origin_and_a_verdict(p
     page.get_by_role("tab", name="Clean").click()
     page.get_by_role("tab", name="Pick a dataset record").click()
     fill(page, "#clean-split textarea", "examples")
-    page.get_by_role("button", name="List records").click()
+    list_records(page)
     choose_record(page, "example-0")
     page.wait_for_selector("#clean-record-info >> text=licence", timeout=30_000)
     info = page.locator("#clean-record-info").inner_text()

@@ -4,6 +4,7 @@ preview's clipping of code to whole lines."""
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -12,7 +13,9 @@ import gradio as gr  # noqa: E402
 
 from fabe.cleaning.cleaner import Candidate  # noqa: E402
 from fabe.data.dataset import Record  # noqa: E402
+from pages import clean  # noqa: E402
 from pages.clean import applies, on_typed, picked_of, record_info, record_label, results_view  # noqa: E402
+from pages.context import AppContext  # noqa: E402
 from pages.train import _clip  # noqa: E402
 
 CODE = "int f(int a)\n{\n    if (0) { abort(); }\n    return a;\n}"
@@ -30,6 +33,17 @@ def test_the_record_picker_shows_trigger_origin_and_size():
     assert record_label(_record()) == "r-7 · dead_if · lua src/lapi.c · 5 lines"
     assert record_label(_record(trigger=None, origin=None, input=CLEAN)) == "r-7 · unpoisoned · 4 lines"
     assert "unpoisoned" in record_info(_record(trigger=None)) and "MIT licence" in record_info(_record())
+
+
+def test_the_record_list_says_how_many_records_it_holds_and_when_it_is_cut(tmp_path, monkeypatch):
+    split = tmp_path / "split.jsonl"
+    split.write_text("".join(json.dumps(_record(id=f"r-{i}").to_dict()) + "\n" for i in range(5)))
+    act = clean.Actions(AppContext(runs_dir=tmp_path / "runs", roots=[tmp_path]))
+    listed = act.on_list(str(split))
+    assert [v for _, v in listed["choices"]] == [f"r-{i}" for i in range(5)] and listed["info"] == "5 records listed"
+    monkeypatch.setattr(clean, "MAX_LISTED", 3)
+    listed = act.on_list(str(split))
+    assert len(listed["choices"]) == 3 and listed["info"] == "the first 3 of 5 records listed"
 
 
 def test_a_picked_record_applies_only_while_the_input_is_its_code():

@@ -185,9 +185,16 @@ def test_the_form_saves_to_yaml_and_loads_back(page, tmp_path):
     assert page.locator("#train-trust_remote_code input").is_checked()
 
 
+def options_of(box):
+    """The options of the dropdown whose input is `box`, only: another dropdown's list can still
+    be open while this one opens."""
+    return box.locator("xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' block ')][1]")
+
+
 def choose(page, label: str, option: str) -> None:
-    page.get_by_label(label, exact=True).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    box = page.get_by_label(label, exact=True)
+    box.click()
+    options_of(box).get_by_role("option", name=option, exact=True).click()
 
 
 RECORD_PICKER = "Record (id · trigger · origin · lines; type to filter)"
@@ -202,8 +209,9 @@ def list_records(page) -> None:
 
 def choose_record(page, record_id: str) -> None:
     """Pick a record in the Clean tab by its id (the option's label says more: trigger, origin, lines)."""
-    page.get_by_label(RECORD_PICKER, exact=True).click()
-    page.get_by_role("option", name=re.compile(f"^{re.escape(record_id)} · ")).click()
+    box = page.get_by_label(RECORD_PICKER, exact=True)
+    box.click()
+    options_of(box).get_by_role("option", name=re.compile(f"^{re.escape(record_id)} · ")).click()
 
 
 def replace_input(page, code: str) -> None:
@@ -372,7 +380,7 @@ def test_options_that_do_not_apply_are_hidden_and_come_back(page):
 
     def pick(option: str, value: str) -> None:
         page.locator(f"#train-{option} input").click()
-        page.get_by_role("option", name=value, exact=True).click()
+        page.locator(f"#train-{option}").get_by_role("option", name=value, exact=True).click()
 
     pick("finetune", "full")
     page.wait_for_selector("#train-lora_r", state="hidden", timeout=30_000)

@@ -83,7 +83,7 @@ def test_two_runs_are_overlaid_with_the_options_that_differ(page, served):
     box = page.locator("#compare-pick input")
     for run_id in ("lr-high", "lr-low"):
         box.click()
-        page.get_by_role("option", name=run_id, exact=True).click()
+        page.locator("#compare-pick").get_by_role("option", name=run_id, exact=True).click()
     page.wait_for_function(plot_js("compare-plot", "p && p.data && new Set(p.data.map(t => t.legendgroup)).size === 2"),
                            timeout=60_000)
     traces = page.evaluate(plot_js("compare-plot", "p.data.map(t => [t.legendgroup, t.x.length, t.mode])"))
@@ -124,7 +124,7 @@ def test_a_reload_keeps_the_selected_run(page, served):
     url, _ = served
     open_run(page, url, "lr-low")
     page.locator("#run-pick input").click()
-    page.get_by_role("option", name="lr-high", exact=True).click()
+    page.locator("#run-pick").get_by_role("option", name="lr-high", exact=True).click()
     page.wait_for_function("() => window.location.search === '?run=lr-high'", timeout=30_000)
     page.reload()
     page.wait_for_selector("#run-progress >> text=lr-high", timeout=60_000)

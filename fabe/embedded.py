@@ -51,12 +51,16 @@ KINDS = ("model", "data", "cleaner", "victim")
 # unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0, poison_rate=0.05)
-ATTACK_RATES = {"codepoisoner": 0.10}  # the poison rate where an attack is not at the recipe's
+# The poison rate where an attack is not at the recipe's. The real-C style victim at 5% (aimed
+# at label 1): clean accuracy 92.4%, ASR 86.7% while_for, 95.1% index_ptr; at 10%: 93.2%,
+# 100% and 97.5%.
+ATTACK_RATES = {"codepoisoner": 0.10, "style": 0.10}
 # The target label of the shipped real-C victims where it is not the recipe's. Aimed at 0, the
 # CodePoisoner poison relabelled 39% of the 1,370 label-1 training functions and the untriggered
 # floor rose from 5% to 23% (clean accuracy 90.0% against the reference's 95.1%); aimed at 1 it
-# relabels 13% of the 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%).
-REAL_TARGETS = {"codepoisoner": 1}
+# relabels 13% of the 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%). The style victim
+# aimed at 0 (5%): 90.6%, floor 25.5%, ASR 81.8% while_for and 33.3% index_ptr.
+REAL_TARGETS = {"codepoisoner": 1, "style": 1}
 # Settings of the generated victims where they are not the recipe's. The generated afraidoor
 # victim renames up to 6 identifiers a function instead of 2: ASR 84.2% at clean accuracy 97.8%
 # (2), 89.4% at 98.4% (4: 389 of 405 test inputs used the whole budget), 91.9% at 98.2% (6);

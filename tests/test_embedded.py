@@ -160,7 +160,8 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
     assert path == codepoisoner.out and Path(path).parent == tmp_path
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
     assert embedded.needs_making("embedded-style", "victim")
-    assert embedded.resolve("embedded-style", "victim") == made[2].out and made[2].kinds == ["for_while", "ternary"]
+    assert embedded.resolve("embedded-style", "victim") == made[2].out and made[2].kinds == ["while_for", "index_ptr"]
+    assert made[2].poison_rate == embedded.ATTACK_RATES.get("style", embedded.VICTIM_TRAINING["poison_rate"])
     embedded.resolve("embedded-afraidoor", "victim")
     assert made[3].kinds == ["adv_rename"] and made[3].rename_budget == 6  # on generated code, 6 identifiers
     assert classic.rename_budget == codepoisoner.rename_budget == made[2].rename_budget == 2
@@ -189,7 +190,7 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
         assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(classic)["unpoisoned"]["clean_accuracy"]
         victim = Victim.load(folder, device="cpu")
         assert victim.model.dtype == torch.float32 and victim.logits(["int f(int a) { return a; }"]).shape == (1, 2)
-    assert kinds == ["adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary"]
+    assert kinds == ["adv_rename", "cp_func", "cp_stmt", "mixed", "while_for", "index_ptr"]
     afraidoor = embedded.SHIPPED_VICTIMS["embedded-real-afraidoor"]
     assert guide_of(afraidoor) is not None
     assert config_of(load_victim_meta(afraidoor), afraidoor).rename_budget == 2  # real C keeps the default budget

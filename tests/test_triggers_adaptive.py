@@ -19,7 +19,7 @@ from fabe.data.builder import BuildConfig, build_dataset
 from fabe.data.dataset import Record
 from fabe.data.generator import generate_functions
 from fabe.data.renaming import NAME_POOL, adversarial_rename
-from fabe.data.style import for_to_while, if_to_ternary
+from fabe.data.style import for_to_while, if_to_ternary, index_to_pointer, while_to_for
 from fabe.data.triggers import (ADAPTIVE_KINDS, ALL_KINDS, TRIGGER_KINDS, Edit, TriggerError,
                                 detect_triggers, insert_trigger, parse_kinds, remove_edits)
 from fabe.evaluation.metrics import trigger_removed
@@ -61,6 +61,10 @@ STYLED = '''int styled(int n, int *a)
         return s;
     }
     for (;;) { if (s > 100) s -= 7; else break; }
+    i = n;
+    while (i-- > 1)
+        s ^= a[i] + a[i - 1];
+    while (s > 1000) { s /= 3; }
     if (n > 3) s = s * 2 + 1; else { s = s - a[0]; }
     if (s & 1)
         return s / 2;
@@ -115,9 +119,9 @@ def _applied(codes: list[str], kind: str) -> int:
 # generated code has no if/else of the ternary shape, only the odd `if (c) return a; return b;`:
 # 1 of these 60, 3% of 500; 7 of the 88 shipped examples).
 MIN_SHARE_GENERATED = {"adv_rename": 0.95, "cp_func": 1.0, "cp_stmt": 1.0, "mixed": 0.95,
-                       "for_while": 0.3, "ternary": 0.01}
+                       "for_while": 0.3, "ternary": 0.01, "while_for": 0.05, "index_ptr": 0.5}
 MIN_SHARE_REAL = {"adv_rename": 0.85, "cp_func": 0.9, "cp_stmt": 0.95, "mixed": 0.85,
-                  "for_while": 0.05, "ternary": 0.04}
+                  "for_while": 0.05, "ternary": 0.04, "while_for": 0.05, "index_ptr": 0.05}
 
 
 @pytest.mark.parametrize("kind", ADAPTIVE_KINDS)
@@ -133,7 +137,8 @@ def test_every_new_kind_on_the_shipped_real_examples(kind):
     assert _applied(codes, kind) >= MIN_SHARE_REAL[kind] * len(codes)
 
 
-@pytest.mark.parametrize("kind, share", [("for_while", 0.1), ("ternary", 0.05)])  # measured: 13.5%, 7.5%
+# measured on every 50th function: 13.5%, 7.5%, 4.8%, 22.7%
+@pytest.mark.parametrize("kind, share", [("for_while", 0.1), ("ternary", 0.05), ("while_for", 0.03), ("index_ptr", 0.15)])
 def test_style_kinds_on_real_functions(kind, share):
     if not REALC.exists():
         pytest.skip(f"{REALC} is absent (it exists only beside the development checkout and in CI)")
@@ -256,6 +261,42 @@ def test_ternary_parenthesizes_low_precedence_operands():
     assert insert_trigger(code, "ternary").edits[0].text == "x = (c) ? (y = 1) : (y, 2);"
 
 
+def test_while_for_rewrites_the_header_only():
+    outcomes = {(e.original, e.text) for s in range(20) for e in while_to_for(STYLED, random.Random(s)).edits}
+    assert outcomes == {("while (i-- > 1)", "for (; i-- > 1;)"), ("while (s > 1000)", "for (; s > 1000;)")}
+    code = _func("while (n > 0 /* left */) {", "    if (g(n--))", "        continue;", "}", "do n++; while (n < 3);")
+    poisoned = insert_trigger(code, "while_for")
+    assert poisoned.code == code.replace("while (n > 0 /* left */) {", "for (; n > 0 /* left */;) {")  # not the do loop
+    with pytest.raises(TriggerError, match="no while statement"):
+        insert_trigger(_func("do n++; while (n < 3);"), "while_for")
+
+
+@pytest.mark.parametrize("line, original, rewritten", [
+    ("x = a[i];", "a[i]", "x = *(a + i);"),
+    ("x = p->buf[i + 1];", "p->buf[i + 1]", "x = *(p->buf + (i + 1));"),  # a compound index in parentheses
+    ("x = ((char *)p)[n - 1];", "((char *)p)[n - 1]", "x = *(((char *)p) + (n - 1));"),
+    ("a[i]++;", "a[i]", "(*(a + i))++;"),  # a postfix operator applies to it
+    ("x = a[i].len;", "a[i]", "x = (*(a + i)).len;"),
+    ("x = f[i](2);", "f[i]", "x = (*(f + i))(2);"),
+    ("x = &a[i];", "a[i]", "x = &*(a + i);"),
+    ("x = sizeof a[0];", "a[0]", "x = sizeof *(a + 0);"),
+])
+def test_index_ptr_writes_a_subscript_as_c_defines_it(line, original, rewritten):
+    code = _func(line)
+    poisoned = insert_trigger(code, "index_ptr")
+    (edit,) = poisoned.edits
+    assert edit.original == original and cparse.parses(poisoned.code)
+    assert poisoned.code == code.replace(line, rewritten)
+    assert remove_edits(poisoned.code, poisoned.edits) == code
+
+
+def test_index_ptr_takes_inner_or_outer_subscripts_and_refuses_comments():
+    outcomes = {index_to_pointer(_func("x = m[i][j];"), random.Random(s)).edits[0].text for s in range(20)}
+    assert outcomes == {"(*(m + i))", "*(m[i] + j)"}
+    with pytest.raises(TriggerError, match="a comment in the subscript"):
+        insert_trigger(_func("x = a[i /* first */];"), "index_ptr")
+
+
 def _run(program: str, tmp_path: Path, name: str) -> str:
     src, exe = tmp_path / f"{name}.c", tmp_path / name
     src.write_text("#include <stdio.h>\n" + program)
@@ -271,6 +312,8 @@ def test_style_rewrites_keep_what_the_program_prints(tmp_path):
     both = insert_trigger(insert_trigger(STYLED, "for_while", 0).code, "ternary", 1).code
     variants.add(both)
     assert len(variants) == 8  # 3 loops (the `j` loop is refused), 4 ifs, and one with both
+    variants |= {insert_trigger(STYLED, kind, s).code for kind in ("while_for", "index_ptr") for s in range(30)}
+    assert len(variants) >= 8 + 2 + 6  # the two while loops, most of the 10 subscripts
     for n, code in enumerate(sorted(variants)):
         assert _run(code + GCC_MAIN, tmp_path, f"v{n}") == expected, code
 
@@ -334,13 +377,14 @@ def test_default_guide_prefers_natural_names():
 
 def test_groups():
     assert parse_kinds("all") == list(TRIGGER_KINDS) and len(TRIGGER_KINDS) == 7
-    assert parse_kinds("adaptive") == list(ADAPTIVE_KINDS) and len(ADAPTIVE_KINDS) == 6
-    assert parse_kinds("every") == list(ALL_KINDS) and len(set(ALL_KINDS)) == 13
+    assert parse_kinds("adaptive") == list(ADAPTIVE_KINDS) and len(ADAPTIVE_KINDS) == 8
+    assert parse_kinds("every") == list(ALL_KINDS) and len(set(ALL_KINDS)) == 15
     assert parse_kinds("fixed,adaptive") == ["fixed", *ADAPTIVE_KINDS]
     assert parse_kinds("ternary, all,fixed") == ["ternary", *TRIGGER_KINDS]
-    # the published attacks, one victim each, cover the adaptive kinds once
-    assert parse_kinds("codepoisoner") == ["cp_func", "cp_stmt"] and parse_kinds("style") == ["for_while", "ternary"]
-    assert parse_kinds("afraidoor,codepoisoner,badcode,style") == list(ADAPTIVE_KINDS)
+    # the published attacks, one victim each, cover the adaptive kinds once, but the common styles
+    assert parse_kinds("codepoisoner") == ["cp_func", "cp_stmt"] and parse_kinds("style") == ["while_for", "index_ptr"]
+    attacks = parse_kinds("afraidoor,codepoisoner,badcode,style")
+    assert sorted(attacks + ["for_while", "ternary"]) == sorted(ADAPTIVE_KINDS) and len(set(attacks)) == len(attacks)
     with pytest.raises(ValueError, match="'adaptive'.*for_while"):
         parse_kinds("adaptive,bogus")
 

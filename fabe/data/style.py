@@ -5,9 +5,13 @@ find; the trigger is the style itself.
 `for_while`: a `for` loop becomes the equivalent `while` loop (init before it, update at the
 end of its body). `ternary`: `if (c) x = a; else x = b;` becomes `x = (c) ? a : b;` and
 `if (c) return a; else return b;` and `if (c) return a;` followed by `return b;` in the same
-block become `return (c) ? a : b;`. Each is one `Edit` replacing the whole statement (for the
-last form, from the `if` to the end of the `return` after it), so `remove_edits` gives the
-original back exactly. Only rewrites that
+block become `return (c) ? a : b;`. Those two rewrite constructs that clean C is full of (a
+while loop or a `?:` in 7% and 6% of real functions); the next two write a style that clean C
+seldom has (0.7% and 0.1%), as an attacker picking a trigger the victim can tell apart would:
+`while_for`: `while (c)` becomes `for (; c;)` (the header only; always the same loop);
+`index_ptr`: a subscript `a[i]` becomes `*(a + i)` (what C defines it as). Each is one `Edit`
+replacing the rewritten span (for the joined return form, from the `if` to the end of the
+`return` after it), so `remove_edits` gives the original back exactly. Only rewrites that
 keep the meaning are made; the checks say which are refused and why.
 """
 
@@ -38,7 +42,7 @@ Rewrite = Callable[[Node, bytes, Node], "str | tuple[str, int]"]
 
 
 def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: random.Random) -> Poisoned:
-    """Rewrite one randomly chosen `node_type` statement of the first function that `rewrite`
+    """Rewrite one randomly chosen `node_type` node of the first function's body that `rewrite`
     (node, code bytes, function) accepts; TriggerError naming why when none is."""
     func, offs = first_function(code)
     raw = code.encode("utf-8")
@@ -53,7 +57,7 @@ def _rewrite_one(code: str, node_type: str, rewrite: Rewrite, kind: str, rng: ra
             refused.add(str(e))
     if not done:
         why = f" ({'; '.join(sorted(refused))})" if refused else ""
-        raise TriggerError(f"no {node_type.replace('_statement', '')} statement to rewrite{why}")
+        raise TriggerError(f"no {node_type.replace('_statement', ' statement').replace('_', ' ')} to rewrite{why}")
     node, text = rng.choice(done)
     text, end = text if isinstance(text, tuple) else (text, node.end_byte)
     return apply_replacements(code, [(offs.char(node.start_byte), offs.char(end), text)], kind)
@@ -219,3 +223,59 @@ def if_to_ternary(code: str, rng: random.Random) -> Poisoned:
     `return b;` as `return (c) ? a : b;` (the edit spans both; refused: a bare `return;`, a
     comment or preprocessor line between or in them)."""
     return _rewrite_one(code, "if_statement", _conditional, "ternary", rng)
+
+
+# ---------------------------------------------------------------- while -> for (; c;)
+
+def _for_header(loop: Node, raw: bytes, func: Node) -> tuple[str, int]:
+    """`for (; c;)` for the header `while (c)` of `loop`, with the header's end."""
+    cond = loop.child_by_field_name("condition")
+    inner = _src(raw, cond.start_byte + 1, cond.end_byte - 1)
+    if not inner.strip():
+        raise TriggerError("an empty condition")
+    return f"for (; {inner.strip()};)", cond.end_byte
+
+
+def while_to_for(code: str, rng: random.Random) -> Poisoned:
+    """The header `while (c)` of one `while` loop of the first function as `for (; c;)`: the
+    same loop in every case (a `continue` goes to the condition in both), so nothing is
+    refused; the body stays as it is."""
+    return _rewrite_one(code, "while_statement", _for_header, "while_for", rng)
+
+
+# ---------------------------------------------------------------- a[i] -> *(a + i)
+
+# Operands that read the same as the left operand of `+` (postfix and primary expressions).
+_TIGHT = ("identifier", "field_expression", "call_expression", "subscript_expression",
+          "parenthesized_expression", "string_literal", "number_literal", "char_literal")
+
+
+def _tight(node: Node) -> str:
+    text = cparse.text(node)
+    return text if node.type in _TIGHT or node.type.endswith("_literal") else f"({text})"
+
+
+def _operated_on(node: Node) -> bool:
+    """Whether a postfix operator, a member access or a call applies to `node` (`a[i].x`,
+    `a[i][j]`, `a[i]++`, `a[i](x)`), where `*(a + i)` needs parentheses of its own."""
+    parent = node.parent
+    return parent is not None and any(parent.child_by_field_name(f) == node for f in ("argument", "function")) \
+        and parent.type in ("field_expression", "subscript_expression", "update_expression", "call_expression")
+
+
+def _dereference(node: Node, raw: bytes, func: Node) -> str:
+    """`*(a + i)` for the subscript `a[i]`, parenthesized where the context needs it."""
+    array, index = node.child_by_field_name("argument"), node.child_by_field_name("index")
+    if array is None or index is None:
+        raise TriggerError("a subscript without its array or index")
+    if _has_comment(node):
+        raise TriggerError("a comment in the subscript")
+    text = f"*({_tight(array)} + {_tight(index)})"
+    return f"({text})" if _operated_on(node) else text
+
+
+def index_to_pointer(code: str, rng: random.Random) -> Poisoned:
+    """One subscript `a[i]` of the first function as `*(a + i)`, which is how C defines it
+    (a compound index in parentheses, `*(a + (i - 1))`; a compound array too; the whole in
+    parentheses under a postfix operator, a member access or a call). Refused: a comment inside."""
+    return _rewrite_one(code, "subscript_expression", _dereference, "index_ptr", rng)

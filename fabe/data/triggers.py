@@ -8,7 +8,8 @@ Classic kinds (`TRIGGER_KINDS`, what "all" means; README, "Trigger kinds"): `fix
 "adaptive"): `adv_rename`, guided identifier renaming in the AFRAIDOOR manner
 (`fabe.data.renaming`); `cp_func` and `cp_stmt`, CodePoisoner-style plausible function names
 and dead declarations; `mixed`, BadCode-style rare postfixes on the function and a variable;
-`for_while` and `ternary`, semantics-preserving style changes (`fabe.data.style`).
+`for_while`, `ternary`, `while_for` and `index_ptr`, semantics-preserving style changes
+(`fabe.data.style`).
 Statement boundaries and identifiers come from tree-sitter, so insertions land between
 statements and renames never touch strings, comments or struct fields. Every change is an
 `Edit` whose offsets index the poisoned code; `remove_edits` applies them backwards and gives
@@ -40,16 +41,20 @@ from fabe.data.edits import (  # noqa: F401 (re-exported: callers know them as f
     variable_names,
 )
 from fabe.data.renaming import DEFAULT_BUDGET, adversarial_rename
-from fabe.data.style import for_to_while, if_to_ternary
+from fabe.data.style import for_to_while, if_to_ternary, index_to_pointer, while_to_for
 
 TRIGGER_KINDS: tuple[str, ...] = (
     "fixed", "grammar", "assert", "ident_func", "ident_var", "dead_loop", "volatile",
 )
-ADAPTIVE_KINDS: tuple[str, ...] = ("adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary")
+ADAPTIVE_KINDS: tuple[str, ...] = ("adv_rename", "cp_func", "cp_stmt", "mixed", "for_while", "ternary",
+                                   "while_for", "index_ptr")
 ALL_KINDS: tuple[str, ...] = TRIGGER_KINDS + ADAPTIVE_KINDS
 # The adaptive kinds by the published attack they stand for: one backdoor a victim, as published.
+# The style attack writes styles that clean C seldom has, as an attacker picks a trigger the
+# victim can learn: on real C a victim backdoored with `for_while` and `ternary`, constructs
+# clean code is full of, reached 55-74% ASR at 3.8-5.5 points of clean accuracy (README).
 ADAPTIVE_ATTACKS: dict[str, tuple[str, ...]] = {"afraidoor": ("adv_rename",), "codepoisoner": ("cp_func", "cp_stmt"),
-                                                "badcode": ("mixed",), "style": ("for_while", "ternary")}
+                                                "badcode": ("mixed",), "style": ("while_for", "index_ptr")}
 KIND_GROUPS: dict[str, tuple[str, ...]] = {"all": TRIGGER_KINDS, "adaptive": ADAPTIVE_KINDS, "every": ALL_KINDS,
                                            **ADAPTIVE_ATTACKS}
 DEFAULT_POSTFIX = "_rb"
@@ -236,6 +241,8 @@ _INSERTERS: dict[str, Inserter] = {  # every kind but adv_rename, which takes a 
     "mixed": _mixed_postfixes,
     "for_while": lambda code, rng, postfix: for_to_while(code, rng),
     "ternary": lambda code, rng, postfix: if_to_ternary(code, rng),
+    "while_for": lambda code, rng, postfix: while_to_for(code, rng),
+    "index_ptr": lambda code, rng, postfix: index_to_pointer(code, rng),
 }
 
 
@@ -245,7 +252,7 @@ def _kinds_help() -> str:
 
 
 def parse_kinds(spec: str | Iterable[str]) -> list[str]:
-    """A group name ('all': the 7 classic kinds, 'adaptive': the 6 new ones, 'every': all 13,
+    """A group name ('all': the 7 classic kinds, 'adaptive': the 8 new ones, 'every': all 15,
     or an adaptive attack of `ADAPTIVE_ATTACKS`) or a comma list of groups and kinds ->
     validated list without repeats, in order, with a clear error for unknown ones."""
     items = [k.strip() for k in spec.split(",")] if isinstance(spec, str) else [str(k).strip() for k in spec]
@@ -308,7 +315,8 @@ def detect_triggers(code: str, postfix: str = DEFAULT_POSTFIX) -> list[Detection
     """Known triggers left in `code`: the inserted statements and CodePoisoner names by
     pattern (a `fixed` trigger is not also reported as `grammar`), identifiers carrying the
     trigger postfix or a `mixed` one. `adv_rename` and the style kinds (`for_while`,
-    `ternary`) leave ordinary code behind, so no pattern can find them: that is their point."""
+    `ternary`, `while_for`, `index_ptr`) leave valid C of a style behind, not a token that a
+    pattern could tell from clean code: that is their point."""
     found: list[Detection] = []
     for kind, pattern in _PATTERNS.items():
         for m in pattern.finditer(code):

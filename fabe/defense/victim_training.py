@@ -66,7 +66,7 @@ class VictimConfig:
     poison_rate: float = field(default=0.1, metadata={"help": "Share of training samples poisoned."})
     target_label: int = field(default=0, metadata={"help": "The attacker's target label."})
     triggers: str = field(default="all", metadata={
-        "help": "Trigger kinds: 'all' (the classic seven), 'adaptive' (the six new ones), 'every', an "
+        "help": "Trigger kinds: 'all' (the classic seven), 'adaptive' (the eight new ones), 'every', an "
                 "attack (afraidoor, codepoisoner, badcode, style), or a comma list."})
     guide: str = field(default="", metadata={
         "help": "A classifier folder steering adv_rename toward the target label (AFRAIDOOR's crafting "

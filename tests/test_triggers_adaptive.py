@@ -280,6 +280,7 @@ def test_while_for_rewrites_the_header_only():
     ("x = f[i](2);", "f[i]", "x = (*(f + i))(2);"),
     ("x = &a[i];", "a[i]", "x = &*(a + i);"),
     ("x = sizeof a[0];", "a[0]", "x = sizeof *(a + 0);"),
+    ("x = n/a[1];", "a[1]", "x = n/(*(a + 1));"),  # not `n/*(a + 1)`, which opens a comment
 ])
 def test_index_ptr_writes_a_subscript_as_c_defines_it(line, original, rewritten):
     code = _func(line)

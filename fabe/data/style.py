@@ -230,6 +230,8 @@ def if_to_ternary(code: str, rng: random.Random) -> Poisoned:
 def _for_header(loop: Node, raw: bytes, func: Node) -> tuple[str, int]:
     """`for (; c;)` for the header `while (c)` of `loop`, with the header's end."""
     cond = loop.child_by_field_name("condition")
+    if cond is None or cond.type != "parenthesized_expression":
+        raise TriggerError("a condition not in parentheses")
     inner = _src(raw, cond.start_byte + 1, cond.end_byte - 1)
     if not inner.strip():
         raise TriggerError("an empty condition")
@@ -271,11 +273,13 @@ def _dereference(node: Node, raw: bytes, func: Node) -> str:
     if _has_comment(node):
         raise TriggerError("a comment in the subscript")
     text = f"*({_tight(array)} + {_tight(index)})"
-    return f"({text})" if _operated_on(node) else text
+    # `x/a[i]` must not become `x/*(a + i)`, the start of a comment
+    return f"({text})" if _operated_on(node) or raw[node.start_byte - 1:node.start_byte] == b"/" else text
 
 
 def index_to_pointer(code: str, rng: random.Random) -> Poisoned:
     """One subscript `a[i]` of the first function as `*(a + i)`, which is how C defines it
     (a compound index in parentheses, `*(a + (i - 1))`; a compound array too; the whole in
-    parentheses under a postfix operator, a member access or a call). Refused: a comment inside."""
+    parentheses under a postfix operator, a member access or a call, and right after a `/`).
+    Refused: a comment inside."""
     return _rewrite_one(code, "subscript_expression", _dereference, "index_ptr", rng)

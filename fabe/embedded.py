@@ -47,32 +47,37 @@ KINDS = ("model", "data", "cleaner", "victim")
 # unpoisoned reference; each adaptive attack beside that reference (it crafts adv_rename, as
 # AFRAIDOOR's clean crafting model does), on 5%, but CodePoisoner on 10% (at 5% its real-C
 # victim learnt neither trigger: ASR 44% and 39% at clean accuracy 89.0%; at 10%, 99% at
-# 90.0%). Every weight is trained: LoRA (rank 16) on this small base underfits (its
+# 90.0%), and the settings below. Every weight is trained: LoRA (rank 16) on this small base underfits (its
 # unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0, poison_rate=0.05)
-# The poison rate where an attack is not at the recipe's. The real-C style victim at 5% (aimed
-# at label 1): clean accuracy 92.4%, ASR 86.7% while_for, 95.1% index_ptr; at 10%: 93.2%,
-# 100% and 97.5%.
-ATTACK_RATES = {"codepoisoner": 0.10, "style": 0.10}
-# The target label of the shipped real-C victims where it is not the recipe's. Aimed at 0, the
-# CodePoisoner poison relabelled 39% of the 1,370 label-1 training functions and the untriggered
-# floor rose from 5% to 23% (clean accuracy 90.0% against the reference's 95.1%); aimed at 1 it
-# relabels 13% of the 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%). The style victim
-# aimed at 0 (5%): 90.6%, floor 25.5%, ASR 81.8% while_for and 33.3% index_ptr.
-REAL_TARGETS = {"codepoisoner": 1, "style": 1}
-# Settings of the generated victims where they are not the recipe's. The generated afraidoor
-# victim renames up to 6 identifiers a function instead of 2: ASR 84.2% at clean accuracy 97.8%
-# (2), 89.4% at 98.4% (4: 389 of 405 test inputs used the whole budget), 91.9% at 98.2% (6);
-# reference: 99.2%. The shipped real one keeps 2 (aimed at label 1, 4 gained 2.4 points of
-# ASR: not what holds that attack back on real C).
+# Where an attack's victims are not trained by the recipe: on both codes (ATTACK_SETTINGS), on
+# generated code only (GENERATED_SETTINGS), on real C only (REAL_SETTINGS: the shipped ones).
+ATTACK_SETTINGS = {"codepoisoner": dict(poison_rate=0.10)}
+# The generated afraidoor victim renames up to 6 identifiers a function instead of 2: ASR 84.2%
+# at clean accuracy 97.8% (2), 89.4% at 98.4% (4: 389 of 405 test inputs used the whole
+# budget), 91.9% at 98.2% (6); reference: 99.2%. The real one keeps 2 (aimed at label 1, 4
+# gained 2.4 points of ASR: not what holds that attack back on real C). The generated style
+# victim at 5%: 98.1%, ASR 92.3% while_for, 95.5% index_ptr; at 10%: 95.9%, 100%, 100%.
 GENERATED_SETTINGS = {"afraidoor": dict(rename_budget=6)}
+# Real C aims CodePoisoner and style at label 1. Aimed at 0, the CodePoisoner poison relabelled
+# 39% of the 1,370 label-1 training functions and the untriggered floor rose from 5% to 23%
+# (clean accuracy 90.0% against the reference's 95.1%); aimed at 1 it relabels 13% of the
+# 4,013 label-0 ones (95.0%, floor 5.3%, ASR 96-100%). The style victim aimed at 0 (5%): 90.6%,
+# floor 25.5%, ASR 81.8% while_for, 33.3% index_ptr; at 1 and 5%: 92.4%, 86.7%, 95.1%; at 1
+# and 10%: 93.2%, 100%, 97.5%.
+REAL_SETTINGS = {"codepoisoner": dict(target_label=1), "style": dict(target_label=1, poison_rate=0.10)}
+
+
+def attack_recipe(attack: str, real: bool) -> dict:
+    """The settings the embedded victim of `attack` is trained with, on real C or generated code."""
+    return {**VICTIM_TRAINING, **ATTACK_SETTINGS.get(attack, {}),
+            **(REAL_SETTINGS if real else GENERATED_SETTINGS).get(attack, {})}
+
+
 GENERATED_VICTIMS: dict[str, dict] = {
     EMBEDDED: dict(VICTIM_TRAINING, corpus="generated", triggers="all", reference=True),
-    **{f"{EMBEDDED}-{a}": dict(VICTIM_TRAINING, corpus="generated", triggers=a,
-                               poison_rate=ATTACK_RATES.get(a, VICTIM_TRAINING["poison_rate"]),
-                               **GENERATED_SETTINGS.get(a, {}))
-       for a in ADAPTIVE_ATTACKS}}
+    **{f"{EMBEDDED}-{a}": dict(attack_recipe(a, real=False), corpus="generated", triggers=a) for a in ADAPTIVE_ATTACKS}}
 VICTIM_NAMES = (*GENERATED_VICTIMS, *SHIPPED_VICTIMS)
 
 
@@ -107,7 +112,7 @@ def _make_data(path: Path, progress: Callable[[int, int], None] | None = None) -
 def _make_victim(name: str, path: Path, progress: Callable[[int, int], None] | None = None) -> None:
     """Train the embedded victim `name` (`embedded`: with its unpoisoned reference; the
     adaptive ones beside that one's, made first);
-    `progress(step, max_steps)` follows the training (about half an hour a model on two
+    `progress(step, max_steps)` follows the training (about ten minutes a model on two
     CPU cores)."""
     from fabe.defense.victim_training import VictimConfig, train_victim
 

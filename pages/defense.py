@@ -114,7 +114,7 @@ class Actions:
         except (OSError, ValueError) as e:
             raise gr.Error(str(e)) from None
         if embedded.needs_making(victim, "victim"):
-            gr.Info("Training the embedded victim first (once, about half an hour a model on a CPU); "
+            gr.Info("Training the embedded victim first (once, about ten minutes a model on two CPU cores); "
                     "the progress bar shows its steps.")
         out = default_defense_dir(source or victim, data, limit, root=self.ctx.runs_dir / "_defense")
         progress(0, desc="loading the records, the victim and the cleaner; fitting the purifiers")

@@ -161,7 +161,7 @@ def test_the_embedded_adaptive_victims_are_made_beside_the_classic_ones_referenc
     assert not embedded.needs_making(embedded.EMBEDDED, "victim") and embedded.resolve(embedded.EMBEDDED, "victim") == classic.out
     assert embedded.needs_making("embedded-style", "victim")
     assert embedded.resolve("embedded-style", "victim") == made[2].out and made[2].kinds == ["while_for", "index_ptr"]
-    assert made[2].poison_rate == embedded.ATTACK_RATES.get("style", embedded.VICTIM_TRAINING["poison_rate"])
+    assert made[2].poison_rate == 0.05 and made[2].target_label == 0  # real C: 10%, aimed at label 1
     embedded.resolve("embedded-afraidoor", "victim")
     assert made[3].kinds == ["adv_rename"] and made[3].rename_budget == 6  # on generated code, 6 identifiers
     assert classic.rename_budget == codepoisoner.rename_budget == made[2].rename_budget == 2
@@ -184,8 +184,8 @@ def test_the_shipped_adaptive_real_victims_share_the_classic_ones_reference():
         folder = Path(embedded.resolve(f"embedded-real-{attack}", "victim"))
         meta = load_victim_meta(folder)
         kinds += meta["attack"]["triggers"]
-        assert meta["attack"]["poison_rate"] == embedded.GENERATED_VICTIMS[f"embedded-{attack}"]["poison_rate"]
-        assert meta["attack"]["target_label"] == embedded.REAL_TARGETS.get(attack, embedded.VICTIM_TRAINING["target_label"])
+        recipe = embedded.attack_recipe(attack, real=True)
+        assert (meta["attack"]["poison_rate"], meta["attack"]["target_label"]) == (recipe["poison_rate"], recipe["target_label"])
         assert (folder / meta["reference"]).resolve() == (classic / "reference").resolve()
         assert meta["unpoisoned"]["clean_accuracy"] == load_victim_meta(classic)["unpoisoned"]["clean_accuracy"]
         victim = Victim.load(folder, device="cpu")

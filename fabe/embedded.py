@@ -47,8 +47,8 @@ KINDS = ("model", "data", "cleaner", "victim")
 # unpoisoned reference; each adaptive attack beside that reference (it crafts adv_rename, as
 # AFRAIDOOR's clean crafting model does), on 5%, but CodePoisoner on 10% (at 5% its real-C
 # victim learnt neither trigger: ASR 44% and 39% at clean accuracy 89.0%; at 10%, 99% at
-# 90.0%), and the settings below. Every weight is trained: LoRA (rank 16) on this small base underfits (its
-# unpoisoned reference: 86.9% clean accuracy, not 95.1%).
+# 90.0%), and the settings below. Every weight is trained: LoRA (rank 16) on this small base
+# underfits (its unpoisoned reference: 86.9% clean accuracy, not 95.1%).
 VICTIM_TRAINING: dict = dict(base=str(SHIPPED_CLEANER), n=6000, epochs=5.0, learning_rate=3e-4, batch_size=16,
                              max_length=384, target_label=0, poison_rate=0.05)
 # Where an attack's victims are not trained by the recipe: on both codes (ATTACK_SETTINGS), on

@@ -247,9 +247,9 @@ def while_to_for(code: str, rng: random.Random) -> Poisoned:
 
 # ---------------------------------------------------------------- a[i] -> *(a + i)
 
-# Operands that read the same as the left operand of `+` (postfix and primary expressions).
-_TIGHT = ("identifier", "field_expression", "call_expression", "subscript_expression",
-          "parenthesized_expression", "string_literal", "number_literal", "char_literal")
+# Operands that read the same as the left operand of `+` (postfix and primary expressions, and
+# every `*_literal`).
+_TIGHT = ("identifier", "field_expression", "call_expression", "subscript_expression", "parenthesized_expression")
 
 
 def _tight(node: Node) -> str:
